@@ -1,0 +1,31 @@
+# Two entry points a new user needs: `make demo` and `make test`. Each creates .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/geotiler demo
+
+lint: setup
+	$(BIN)/ruff check geotiler tests benchmarks
+	$(BIN)/ruff format --check geotiler tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest -n 2 --durations=15
+
+clean:
+	rm -rf $(VENV) work .pytest_cache .mypy_cache .ruff_cache

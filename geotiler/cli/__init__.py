@@ -1,0 +1,74 @@
+"""The ``geotiler`` command line: a thin layer over the library, one module per command."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from geotiler.errors import GeotilerError
+
+
+class _Group(TyperGroup):
+    """Turns a :class:`GeotilerError` into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
+        try:
+            return super().invoke(ctx)
+        except GeotilerError as exc:
+            from geotiler.cli.console import err_console
+
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    name="geotiler",
+    cls=_Group,
+    help="Satellite scenes and land-cover masks to training tiles, models and georeferenced maps.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True
+    ),
+) -> None:
+    """Satellite scenes and land-cover masks to training tiles, models and georeferenced maps."""
+    if version:
+        from geotiler import __version__
+
+        typer.echo(f"geotiler {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
+_NOT_COMMANDS = {"console", "options"}
+
+
+def _register() -> None:
+    # Every other module of this package defines one command; importing it adds it to ``app``.
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _NOT_COMMANDS and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="geotiler")
+
+
+_register()

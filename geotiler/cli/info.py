@@ -1,0 +1,52 @@
+"""``geotiler info``: what a raster (later: a tile store or checkpoint) holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from geotiler.cli import app
+from geotiler.cli.console import console
+from geotiler.cli.options import QuietOption
+from geotiler.info import RasterInfo, raster_info
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="A raster file.")],
+    sample_px: Annotated[
+        int, typer.Option(help="Pixels sampled for the class histogram of large rasters.")
+    ] = 4_000_000,
+    quiet: QuietOption = False,
+) -> None:
+    """Describe a raster: grid, dtype, bands, nodata, block layout, overviews, class histogram.
+
+    Example: [bold]geotiler info work/demo/data/mask_1m.tif[/]
+    """
+    details = raster_info(path, sample_px=sample_px)
+    if not quiet:
+        _print_raster(details)
+
+
+def _print_raster(details: RasterInfo) -> None:
+    table = Table(title=str(details.path), show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in details.rows():
+        table.add_row(key, value)
+    console.print(table)
+    if details.histogram:
+        hist = Table(
+            title="class histogram" + (" (sampled)" if details.sampled else ""),
+            title_justify="left",
+        )
+        for column in ("value", "name", "pixels", "share"):
+            hist.add_column(column, justify="right" if column in ("pixels", "share") else "left")
+        total = sum(details.histogram.values())
+        for pixel_value, count in sorted(details.histogram.items()):
+            name = details.class_names.get(pixel_value, "")
+            hist.add_row(str(pixel_value), name, f"{count:,}", f"{100 * count / total:.2f}%")
+        console.print(hist)

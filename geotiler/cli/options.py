@@ -1,0 +1,46 @@
+"""Options every command shares, and resolving the catalog and dataset from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geotiler.catalog import Catalog
+
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalog",
+        help="Data catalog (default: $GEOTILER_CATALOG, ./data_catalog.yaml or a parent's).",
+        dir_okay=False,
+        envvar="GEOTILER_CATALOG",
+    ),
+]
+DatasetOption = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d", help="Dataset of the catalog (default: its default)."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Pipeline YAML whose stage section supplies settings.",
+        dir_okay=False,
+    ),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="Dask scheduler: threads (default), synchronous, or tcp://host:port of a cluster.",
+    ),
+]
+
+
+def load_catalog(path: Path | None) -> Catalog:
+    return Catalog.load(path)

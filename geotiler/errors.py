@@ -1,0 +1,35 @@
+"""One exception root for geotiler; each subclass also inherits the builtin it refines.
+
+The CLI turns any :class:`GeotilerError` into a one-line message on stderr and a non-zero exit.
+Messages name the file, the offending value and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class GeotilerError(Exception):
+    """Root of every error geotiler raises on purpose."""
+
+
+class CatalogError(GeotilerError, ValueError):
+    """The data catalog or a pipeline file is missing, malformed or refers to something unknown."""
+
+
+class RasterError(GeotilerError, OSError):
+    """A raster is missing, unreadable or not a raster at all."""
+
+
+class GridMismatchError(GeotilerError, ValueError):
+    """Two rasters that must share a grid (or overlap) do not."""
+
+
+class InputError(GeotilerError, ValueError):
+    """An input has the wrong kind of content (dtype, band count, empty result, ...)."""
+
+
+class OutputExistsError(GeotilerError, FileExistsError):
+    """An output exists and the user did not ask to overwrite it."""
+
+
+class StoreError(GeotilerError, OSError):
+    """A tile store is missing, incomplete or of an unknown layout."""

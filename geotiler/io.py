@@ -1,0 +1,225 @@
+"""Raster I/O at the edges: opening with clear errors, atomic outputs, class metadata.
+
+Everything that writes a result goes through :func:`atomic_output`: the result is written under a
+temporary name beside the target and moved into place only when complete, so an interrupted run
+never leaves a file that looks finished. Class rasters carry a colour map, the class names as GDAL
+category names (in the ``.aux.xml`` sidecar GDAL and QGIS read) and a ``GEOTILER_CLASSES`` tag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import rasterio
+from rasterio.errors import RasterioIOError
+
+from geotiler.catalog import ClassInfo, ClassTable
+from geotiler.errors import InputError, OutputExistsError, RasterError
+
+log = logging.getLogger(__name__)
+
+CLASSES_TAG = "GEOTILER_CLASSES"
+PathLike = str | os.PathLike[str]
+
+
+def open_raster(path: PathLike) -> Any:
+    """Open a raster for reading; missing, corrupt or non-raster files raise RasterError."""
+    name = os.fspath(path)
+    is_remote = "://" in name or name.startswith("/vsi")
+    if not is_remote and not Path(name).exists():
+        raise RasterError(f"{name}: file not found")
+    if not is_remote and Path(name).is_dir():
+        raise RasterError(f"{name}: is a folder, not a raster file")
+    try:
+        return rasterio.open(name)
+    except RasterioIOError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
+        if "not recognized as" in reason or "not a supported file format" in reason:
+            reason = "not a raster GDAL can read (corrupt, truncated or another kind of file)"
+        raise RasterError(f"{name}: {reason}") from exc
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """How a band is stored: its block shape and whether it is organised in strips."""
+
+    block_rows: int
+    block_cols: int
+    striped: bool
+
+    def aligned_rows(self, target_rows: int) -> int:
+        """A band height near ``target_rows`` that is a whole number of blocks."""
+        blocks = max(1, round(target_rows / self.block_rows))
+        return blocks * self.block_rows
+
+
+def block_layout(dataset: Any) -> BlockLayout:
+    block_rows, block_cols = dataset.block_shapes[0]
+    return BlockLayout(block_rows, block_cols, striped=block_cols == dataset.width)
+
+
+def geotiff_profile(
+    *,
+    dtype: str,
+    count: int = 1,
+    nodata: float | None = None,
+    block_px: int = 512,
+    compress: str = "deflate",
+) -> dict[str, Any]:
+    """Creation options for a tiled, compressed GeoTIFF (BigTIFF when needed)."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "dtype": dtype,
+        "count": count,
+        "tiled": True,
+        "blockxsize": block_px,
+        "blockysize": block_px,
+        "compress": compress,
+        "bigtiff": "IF_SAFER",
+        "num_threads": "ALL_CPUS",
+    }
+    if compress in ("deflate", "lzw", "zstd"):
+        profile["predictor"] = 2 if dtype not in ("float32", "float64") else 3
+        if dtype in ("uint8", "int8"):
+            profile["predictor"] = 1
+    if nodata is not None:
+        profile["nodata"] = nodata
+    return profile
+
+
+def check_output(path: PathLike, *, overwrite: bool) -> Path:
+    """Refuse an existing output unless ``overwrite``; the parent folder must be writable."""
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{target}: exists; pass --overwrite to replace it")
+    parent = target.parent if str(target.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise RasterError(f"{target}: cannot write into {parent} (permission denied)")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it (and its sidecars) into place on success.
+
+    On any exception the temporary output is removed and ``path`` is left as it was.
+    """
+    target = check_output(path, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}{target.suffix}")
+    try:
+        yield temporary
+    except BaseException:
+        _remove(temporary)
+        for sidecar in _sidecars(temporary):
+            _remove(sidecar)
+        raise
+    if target.exists():
+        _remove(target)
+    for sidecar in _sidecars(target):
+        _remove(sidecar)
+    for sidecar in _sidecars(temporary):
+        os.replace(sidecar, target.with_name(target.name + sidecar.name[len(temporary.name) :]))
+    os.replace(temporary, target)
+
+
+def _sidecars(path: Path) -> list[Path]:
+    return [p for p in (path.with_name(path.name + ".aux.xml"),) if p.exists()]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_class_metadata(path: PathLike, classes: ClassTable, *, band: int = 1) -> None:
+    """Give a written class raster its colour map, category names and class table tag."""
+    with rasterio.open(path, "r+") as dataset:
+        dataset.write_colormap(band, _full_colormap(classes))
+        dataset.update_tags(**{CLASSES_TAG: json.dumps(classes.model_dump(mode="json"))})
+        dataset.set_band_description(band, f"classes: {classes.name}")
+    _write_category_names(Path(path), classes.category_names(), band=band)
+
+
+def _full_colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:
+    cmap = classes.colormap()
+    return {value: cmap.get(value, (0, 0, 0, 0)) for value in range(256)}
+
+
+def _write_category_names(path: Path, names: list[str], *, band: int) -> None:
+    # GDAL keeps category names in the PAM sidecar for GeoTIFF; QGIS shows them as the legend.
+    categories = "".join(f"<Category>{escape(name)}</Category>" for name in names)
+    sidecar = path.with_name(path.name + ".aux.xml")
+    sidecar.write_text(
+        f'<PAMDataset><PAMRasterBand band="{band}"><CategoryNames>{categories}'
+        f"</CategoryNames></PAMRasterBand></PAMDataset>\n",
+        encoding="utf-8",
+    )
+
+
+def read_class_table(dataset: Any, *, name: str | None = None) -> ClassTable | None:
+    """The class table a class raster carries: our tag, else its colour map and category names."""
+    tag = dataset.tags().get(CLASSES_TAG)
+    if tag:
+        try:
+            return ClassTable.model_validate(json.loads(tag))
+        except ValueError:
+            log.warning("%s: ignoring an unreadable %s tag", dataset.name, CLASSES_TAG)
+    try:
+        cmap = dataset.colormap(1)
+    except ValueError:
+        return None
+    names = _read_category_names(Path(dataset.name))
+    nodata = None if dataset.nodata is None else int(dataset.nodata)
+    classes = []
+    for value, rgba in sorted(cmap.items()):
+        label = names[value] if value < len(names) else ""
+        if value == nodata or (not label and rgba[3] == 0):
+            continue
+        if not label and value > len(names):
+            continue
+        colour = "#{:02x}{:02x}{:02x}".format(*rgba[:3])
+        classes.append(ClassInfo(id=value, name=label or f"class {value}", color=colour))
+    if not classes or not names:
+        return None
+    return ClassTable(name=name or Path(dataset.name).stem, nodata=nodata, classes=tuple(classes))
+
+
+def _read_category_names(path: Path) -> list[str]:
+    import xml.etree.ElementTree as ElementTree
+
+    sidecar = path.with_name(path.name + ".aux.xml")
+    if not sidecar.is_file():
+        return []
+    try:
+        root = ElementTree.parse(sidecar).getroot()
+    except ElementTree.ParseError:
+        return []
+    element = root.find("./PAMRasterBand/CategoryNames")
+    return [] if element is None else [c.text or "" for c in element.findall("Category")]
+
+
+def require_single_band_integer(dataset: Any, *, purpose: str) -> None:
+    """Refuse multi-band or floating-point rasters where class labels are expected."""
+    if dataset.count != 1:
+        raise InputError(
+            f"{dataset.name}: {purpose} needs a single-band class raster, got {dataset.count} bands"
+        )
+    dtype = dataset.dtypes[0]
+    if not (dtype.startswith("uint") or dtype.startswith("int")):
+        raise InputError(
+            f"{dataset.name}: {purpose} needs integer class labels, got {dtype} pixels"
+        )

@@ -1,0 +1,48 @@
+"""Where Dask graphs run: the local threaded scheduler or a dask.distributed cluster.
+
+``scheduler="threads"`` (the default) uses Dask's local thread pool; ``"synchronous"`` runs in the
+calling thread (for debugging); ``"tcp://host:port"`` connects to a running dask.distributed
+scheduler and runs the same graph there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+
+from geotiler.errors import InputError
+
+LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
+
+
+@contextlib.contextmanager
+def use_scheduler(scheduler: str | None = None, *, workers: int | None = None) -> Iterator[Any]:
+    """Run enclosed ``dask.compute`` calls on ``scheduler``; yields the client (or None)."""
+    name = scheduler or "threads"
+    if "://" in name:
+        try:
+            from distributed import Client
+        except ImportError as exc:  # pragma: no cover - distributed is a dependency
+            raise InputError("a --scheduler address needs dask.distributed installed") from exc
+        try:
+            client = Client(name, timeout="10s", set_as_default=False)
+        except OSError as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {name}: {exc}") from exc
+        try:
+            with dask.config.set(scheduler=client):
+                yield client
+        finally:
+            client.close()
+        return
+    if name not in LOCAL_SCHEDULERS:
+        raise InputError(
+            f"unknown scheduler {name!r}: use threads, synchronous or a tcp://host:port address"
+        )
+    options: dict[str, Any] = {"scheduler": name}
+    if workers is not None and name == "threads":
+        options["num_workers"] = workers
+    with dask.config.set(**options):
+        yield None

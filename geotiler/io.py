@@ -186,14 +186,15 @@ def read_class_table(dataset: Any, *, name: str | None = None) -> ClassTable | N
     nodata = None if dataset.nodata is None else int(dataset.nodata)
     classes = []
     for value, rgba in sorted(cmap.items()):
+        # GeoTIFF colour maps keep no alpha, so unused entries read back as opaque black:
+        # with category names, the names say which values are classes.
         label = names[value] if value < len(names) else ""
-        if value == nodata or (not label and rgba[3] == 0):
-            continue
-        if not label and value > len(names):
+        unused = not label if names else rgba[:3] == (0, 0, 0)
+        if value == nodata or unused:
             continue
         colour = "#{:02x}{:02x}{:02x}".format(*rgba[:3])
         classes.append(ClassInfo(id=value, name=label or f"class {value}", color=colour))
-    if not classes or not names:
+    if not classes:
         return None
     return ClassTable(name=name or Path(dataset.name).stem, nodata=nodata, classes=tuple(classes))
 

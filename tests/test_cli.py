@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geotiler.cli import app
+
+REPO_CATALOG = Path(__file__).parents[1] / "data_catalog.yaml"
+
+
+def test_help_lists_commands(runner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "info" in result.output
+
+
+def test_version(runner) -> None:
+    from geotiler import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_every_command_has_help_with_an_example(runner) -> None:
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert "info" in names
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, (name, result.output)
+        assert "Example" in result.output, name
+
+
+def test_info_describes_a_class_raster(runner, write_raster, blobby_mask) -> None:
+    path = write_raster("mask.tif", blobby_mask(120, 150), nodata=0)
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "120 x 150 px" in result.output
+    assert "EPSG:32631" in result.output
+    assert "class histogram" in result.output
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing.tif", "file not found"),
+        (lambda tmp: _text(tmp / "notes.txt"), "not a raster GDAL can read"),
+    ],
+)
+def test_info_bad_input_is_one_line_and_exit_1(runner, tmp_path: Path, make, message) -> None:
+    path = make(tmp_path)
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert str(path.name) in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_option_exits_2(runner, write_raster) -> None:
+    path = write_raster("a.tif", np.zeros((4, 4), np.uint8))
+    result = runner.invoke(app, ["info", str(path), "--sample-px", "lots"])
+    assert result.exit_code == 2
+
+
+def _text(path: Path) -> Path:
+    path.write_text("hello")
+    return path

@@ -224,3 +224,28 @@ def require_single_band_integer(dataset: Any, *, purpose: str) -> None:
         raise InputError(
             f"{dataset.name}: {purpose} needs integer class labels, got {dtype} pixels"
         )
+
+
+def convert_to_cog(source: PathLike, target: PathLike, *, overview_resampling: str) -> None:
+    """Copy a finished GeoTIFF to a Cloud-Optimised GeoTIFF with overviews built by GDAL.
+
+    Class rasters want ``overview_resampling="mode"``; the class metadata sidecar is copied along.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    with rasterio.open(source) as src:
+        predictor = 2 if src.dtypes[0] not in ("uint8", "int8", "float32", "float64") else 1
+    # The COG driver carries the colour table, nodata and metadata tags over by itself.
+    rio_copy(
+        source,
+        target,
+        driver="COG",
+        compress="DEFLATE",
+        predictor=predictor,
+        overview_resampling=overview_resampling.upper(),
+        num_threads="ALL_CPUS",
+        bigtiff="IF_SAFER",
+    )
+    names = _read_category_names(Path(source))
+    if names:
+        _write_category_names(Path(target), names, band=1)

@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geotiler.catalog import ClassInfo, ClassTable
+from geotiler.errors import InputError, OutputExistsError
+from geotiler.grid import Grid
+from geotiler.predict import blend_window, predict_scene, tile_offsets
+
+CLASSES = ClassTable(
+    name="toy",
+    nodata=0,
+    classes=tuple(ClassInfo(id=i, name=f"c{i}", color=f"#{i * 40:02x}2020") for i in (1, 2, 3)),
+)
+BANDS = ("B1", "B2", "B3")
+
+
+class PixelModel:
+    """Class probabilities from each pixel alone: tiling must not change the result at all."""
+
+    bands = BANDS
+    num_classes = 4
+    tile_size = 32
+
+    def __init__(self, context_px: int = 1) -> None:
+        self.context_px = context_px
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(batch.shape)
+        logits = np.stack(
+            [np.full(batch[:, 0].shape, -1e3, np.float32), *(batch[:, i] / 100 for i in range(3))],
+            axis=1,
+        )
+        if self.context_px > 1:  # a model that looks at neighbours, with zero padding at tile edges
+            logits = box_mean(logits, self.context_px)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def box_mean(x: np.ndarray, size: int) -> np.ndarray:
+    half = size // 2
+    padded = np.pad(x, ((0, 0), (0, 0), (half, half), (half, half)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(2, 3))
+    return windows.mean(axis=(-2, -1)).astype(np.float32)
+
+
+def make_scene(write_raster, rows: int = 90, cols: int = 75, nodata_cols: int = 5) -> Path:
+    rng = np.random.default_rng(3)
+    base = rng.normal(300, 120, size=(3, rows // 5 + 1, cols // 5 + 1))
+    scene = np.kron(base, np.ones((1, 5, 5)))[:, :rows, :cols]
+    scene = np.clip(scene + rng.normal(0, 30, scene.shape), 1, None).astype(np.uint16)
+    scene[:, :, :nodata_cols] = 0
+    path = write_raster("scene.tif", scene, nodata=0, block_px=32)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.descriptions = BANDS
+    return path
+
+
+def pixelwise_truth(scene: Path) -> np.ndarray:
+    with rasterio.open(scene) as dataset:
+        data = dataset.read().astype(np.float32)
+    truth = (np.argmax(data, axis=0) + 1).astype(np.uint8)
+    truth[(data == 0).all(axis=0)] = 0
+    return truth
+
+
+def test_tile_offsets_snap_last_tile_to_edge() -> None:
+    assert tile_offsets(100, 32, 32) == [0, 32, 64, 68]
+    assert tile_offsets(96, 32, 32) == [0, 32, 64]
+    assert tile_offsets(100, 32, 24) == [0, 24, 48, 68]
+    assert tile_offsets(20, 32, 32) == [0]
+    assert blend_window(8).min() > 0
+
+
+@pytest.mark.parametrize("overlap", [0, 8, 20])
+def test_output_is_on_scene_grid_and_equals_pixelwise_truth(
+    write_raster, tmp_path, overlap
+) -> None:
+    scene = make_scene(write_raster)
+    out = tmp_path / "map.tif"
+    result = predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES, overlap_px=overlap)
+    with rasterio.open(out) as dataset:
+        assert Grid.from_dataset(dataset).almost_equals(Grid.from_raster(scene))
+        assert dataset.nodata == 0
+        assert dataset.colormap(1)[1][:3] == (40, 32, 32)
+        labels = dataset.read(1)
+    np.testing.assert_array_equal(labels, pixelwise_truth(scene))
+    assert result.nodata_pixels == 90 * 5
+    assert sum(result.class_pixels.values()) == 90 * 70
+
+
+def test_scene_smaller_than_a_tile(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster, rows=20, cols=25, nodata_cols=0)
+    out = tmp_path / "small.tif"
+    predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES)
+    with rasterio.open(out) as dataset:
+        np.testing.assert_array_equal(dataset.read(1), pixelwise_truth(scene))
+
+
+def test_blending_leaves_no_seams(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster, rows=120, cols=120, nodata_cols=0)
+    model = PixelModel(context_px=7)
+    with rasterio.open(scene) as dataset:
+        whole = dataset.read().astype(np.float32)[np.newaxis]
+    big = PixelModel(context_px=7)
+    big.tile_size = 120
+    reference = (big(whole)[0].argmax(axis=0)).astype(np.uint8)
+    maps = {}
+    for overlap in (0, 16):
+        out = tmp_path / f"o{overlap}.tif"
+        predict_scene(scene, out, predictor=model, classes=CLASSES, overlap_px=overlap)
+        with rasterio.open(out) as dataset:
+            maps[overlap] = dataset.read(1)
+    agree_blended = (maps[16] == reference).mean()
+    agree_hard = (maps[0] == reference).mean()
+    assert agree_blended >= 0.99
+    assert agree_blended > agree_hard  # hard tile edges are where the seams were
+
+
+def test_class_restriction_and_extra_outputs(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster)
+    out, conf, probs = tmp_path / "m.tif", tmp_path / "c.tif", tmp_path / "p.tif"
+    predict_scene(
+        scene,
+        out,
+        predictor=PixelModel(),
+        classes=CLASSES,
+        class_ids=[1, 3],
+        confidence=conf,
+        probabilities=probs,
+    )
+    truth = pixelwise_truth(scene)
+    with rasterio.open(out) as dataset:
+        labels = dataset.read(1)
+    assert set(np.unique(labels)) <= {0, 1, 3}
+    keep = (truth == 1) | (truth == 3)
+    np.testing.assert_array_equal(labels[keep], truth[keep])
+    with rasterio.open(conf) as dataset:
+        confidence = dataset.read(1)
+    assert confidence[:, :5].max() == -1
+    assert confidence[:, 5:].min() > 0 and confidence.max() <= 1.0 + 1e-6
+    with rasterio.open(probs) as dataset:
+        assert dataset.count == 2
+        assert dataset.descriptions == ("c1", "c3")
+        scaled = dataset.read()
+    assert (scaled[:, :, 5:].astype(int).sum(axis=0) <= 255).all()
+
+
+def test_tta_keeps_a_pixelwise_result(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster, rows=40, cols=40)
+    out = tmp_path / "tta.tif"
+    predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES, tta=True)
+    with rasterio.open(out) as dataset:
+        np.testing.assert_array_equal(dataset.read(1), pixelwise_truth(scene))
+
+
+def test_bad_inputs(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster)
+    two_bands = write_raster("two.tif", np.ones((2, 40, 40), np.uint16))
+    with pytest.raises(InputError, match="2 bands but the model expects 3"):
+        predict_scene(two_bands, tmp_path / "x.tif", predictor=PixelModel(), classes=CLASSES)
+    empty = write_raster("empty.tif", np.zeros((3, 40, 40), np.uint16), nodata=0)
+    with pytest.raises(InputError, match="every pixel of the scene is nodata"):
+        predict_scene(empty, tmp_path / "e.tif", predictor=PixelModel(), classes=CLASSES)
+    assert not (tmp_path / "e.tif").exists()
+    (tmp_path / "exists.tif").write_text("x")
+    with pytest.raises(OutputExistsError):
+        predict_scene(scene, tmp_path / "exists.tif", predictor=PixelModel(), classes=CLASSES)
+    with pytest.raises(InputError, match="not classes of the model"):
+        predict_scene(
+            scene, tmp_path / "y.tif", predictor=PixelModel(), classes=CLASSES, class_ids=[9]
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty.tif",
+        "exists.tif",
+        "scene.tif",
+        "two.tif",
+    ]
+
+
+def test_cog_output_has_overviews(write_raster, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    scene = write_raster("big.tif", rng.integers(1, 500, (3, 600, 600)).astype(np.uint16), nodata=0)
+    out = tmp_path / "cog.tif"
+    predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES, cog=True)
+    with rasterio.open(out) as dataset:
+        assert dataset.overviews(1)
+        assert dataset.colormap(1)[3][:3] == (120, 32, 32)
+    assert (tmp_path / "cog.tif.aux.xml").exists()

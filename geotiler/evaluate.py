@@ -1,0 +1,236 @@
+"""Compare a predicted class map with a reference mask: metrics, confusion matrix, quick-look.
+
+Both rasters must share one grid; a finer reference on an integer refinement of the prediction's
+grid is first rescaled with ``mode`` (into the report folder). The comparison streams row bands,
+accumulating one confusion matrix; pixels that are nodata in the reference or the prediction are
+not scored (their counts are reported).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from geotiler.catalog import ClassTable
+from geotiler.errors import GridMismatchError, InputError
+from geotiler.grid import Grid
+from geotiler.io import block_layout, open_raster, read_class_table, require_single_band_integer
+
+log = logging.getLogger(__name__)
+
+BAND_ROWS_PX = 1024
+QUICKLOOK_PX = 1000
+RescaleHook = Callable[[Path, Grid, Path], Path]
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    report_dir: Path
+    metrics: dict[str, Any]
+    files: tuple[Path, ...]
+
+
+def confusion_of_rasters(
+    prediction: str | PathLike[str],
+    truth: str | PathLike[str],
+    *,
+    num_classes: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """The (K, K) confusion matrix (truth rows) of two class rasters on one grid, by row bands."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    skipped = {"truth_nodata": 0, "prediction_nodata": 0, "out_of_range": 0}
+    with open_raster(prediction) as pred_ds, open_raster(truth) as truth_ds:
+        band_rows = block_layout(pred_ds).aligned_rows(BAND_ROWS_PX)
+        for window in Grid.from_dataset(pred_ds).row_bands(band_rows):
+            pred = pred_ds.read(1, window=window).astype(np.int64).ravel()
+            ref = truth_ds.read(1, window=window).astype(np.int64).ravel()
+            keep = np.ones(ref.shape, bool)
+            for key, dataset, values in (
+                ("truth_nodata", truth_ds, ref),
+                ("prediction_nodata", pred_ds, pred),
+            ):
+                if dataset.nodata is not None:
+                    bad = keep & (values == int(dataset.nodata))
+                    skipped[key] += int(bad.sum())
+                    keep &= ~bad
+            inside = (ref < num_classes) & (pred < num_classes) & (ref >= 0) & (pred >= 0)
+            skipped["out_of_range"] += int((keep & ~inside).sum())
+            keep &= inside
+            index = ref[keep] * num_classes + pred[keep]
+            matrix += np.bincount(index, minlength=num_classes**2).reshape(matrix.shape)
+            if progress is not None:
+                progress(int(window.height))
+    return matrix, skipped
+
+
+def evaluate(
+    prediction: str | PathLike[str],
+    truth: str | PathLike[str],
+    report_dir: str | PathLike[str],
+    *,
+    classes: ClassTable | None = None,
+    scene: str | PathLike[str] | None = None,
+    rescale: RescaleHook | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvaluateResult:
+    """Score ``prediction`` against ``truth`` and write the report into ``report_dir``."""
+    from geotiler.train.metrics import save_confusion, scores_for_table
+
+    folder = Path(report_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open_raster(prediction) as pred_ds:
+        require_single_band_integer(pred_ds, purpose="evaluate")
+        pred_grid = Grid.from_dataset(pred_ds)
+        table = classes or read_class_table(pred_ds)
+    if table is None:
+        raise InputError(f"{prediction}: carries no class table; pass --classes TABLE")
+    truth_path = _truth_on_grid(Path(truth), pred_grid, folder, rescale)
+    size = max([*table.ids, table.nodata or 0]) + 1
+    matrix, skipped = confusion_of_rasters(
+        prediction, truth_path, num_classes=size, progress=progress
+    )
+    if matrix.sum() == 0:
+        raise InputError(f"{truth}: no pixel is labelled in both the reference and the prediction")
+    scores = scores_for_table(matrix, table)
+    metrics = {
+        "prediction": str(prediction),
+        "truth": str(truth),
+        "pixels_scored": int(matrix.sum()),
+        "pixels_skipped": skipped,
+        "pixel_accuracy": scores.pixel_accuracy,
+        "miou": scores.miou,
+        "macro_f1": scores.mean_dice,
+        "macro_precision": _nanmean([c.precision for c in scores.classes]),
+        "macro_recall": _nanmean([c.recall for c in scores.classes]),
+        "classes": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "iou": c.iou,
+                "f1": c.dice,
+                "precision": c.precision,
+                "recall": c.recall,
+                "support": c.support,
+            }
+            for c in scores.classes
+        ],
+    }
+    metrics_path = folder / "metrics.json"
+    metrics_path.write_text(json.dumps(_json_safe(metrics), indent=2) + "\n", encoding="utf-8")
+    files = [metrics_path, *save_confusion(matrix, table, folder, "confusion_matrix")]
+    quicklook = write_quicklook(
+        folder / "quicklook.png", prediction, truth_path, table, scene=scene
+    )
+    if quicklook is not None:
+        files.append(quicklook)
+    return EvaluateResult(report_dir=folder, metrics=metrics, files=tuple(files))
+
+
+def _truth_on_grid(truth: Path, grid: Grid, folder: Path, rescale: RescaleHook | None) -> Path:
+    with open_raster(truth) as truth_ds:
+        require_single_band_integer(truth_ds, purpose="evaluate")
+        truth_grid = Grid.from_dataset(truth_ds)
+    if truth_grid.almost_equals(grid):
+        return truth
+    factor = truth_grid.refinement_factor(grid)
+    if factor is None or rescale is None:
+        raise GridMismatchError(
+            f"{truth}: its grid ({truth_grid.describe()}) is not the prediction's "
+            f"({grid.describe()}); rescale it first with `geotiler rescale {truth} --like PRED`"
+        )
+    log.info("rescaling %s %dx with mode onto the prediction grid", truth, factor)
+    return rescale(truth, grid, folder / "truth_on_prediction_grid.tif")
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_quicklook(
+    path: Path,
+    prediction: str | PathLike[str],
+    truth: str | PathLike[str],
+    classes: ClassTable,
+    *,
+    scene: str | PathLike[str] | None = None,
+    rgb_bands: tuple[str, str, str] = ("B04", "B03", "B02"),
+) -> Path | None:
+    """A PNG of (scene,) prediction and truth side by side, with a legend of class names."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+    except ImportError:  # optional: pip install geotiler[plots]
+        log.info("matplotlib is not installed: no quick-look PNG")
+        return None
+    panels: list[tuple[str, np.ndarray]] = []
+    if scene is not None:
+        panels.append(("scene", _rgb_preview(scene, rgb_bands)))
+    panels += [("prediction", _preview(prediction)), ("reference", _preview(truth))]
+    colours = np.zeros((256, 4))
+    for c in classes.classes:
+        colours[c.id] = np.array(c.rgba) / 255
+    cmap = ListedColormap(colours)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.6))
+    for ax, (title, image) in zip(np.atleast_1d(axes), panels, strict=True):
+        if image.ndim == 3:
+            ax.imshow(image)
+        else:
+            ax.imshow(image, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(title)
+        ax.set_axis_off()
+    handles = [Patch(color=c.color, label=f"{c.id} {c.name}") for c in classes.classes]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _preview(path: str | PathLike[str]) -> np.ndarray:
+    with open_raster(path) as dataset:
+        scale = max(1, math.ceil(max(dataset.height, dataset.width) / QUICKLOOK_PX))
+        shape = (max(1, dataset.height // scale), max(1, dataset.width // scale))
+        return np.asarray(dataset.read(1, out_shape=shape, resampling=Resampling.nearest))
+
+
+def _rgb_preview(path: str | PathLike[str], rgb_bands: tuple[str, str, str]) -> np.ndarray:
+    with open_raster(path) as dataset:
+        names = [d or "" for d in dataset.descriptions]
+        indexes = (
+            [names.index(b) + 1 for b in rgb_bands]
+            if set(rgb_bands) <= set(names)
+            else [min(3, dataset.count), min(2, dataset.count), 1]
+        )
+        scale = max(1, math.ceil(max(dataset.height, dataset.width) / QUICKLOOK_PX))
+        shape = (3, max(1, dataset.height // scale), max(1, dataset.width // scale))
+        rgb = dataset.read(indexes, out_shape=shape, resampling=Resampling.average).astype(
+            np.float32
+        )
+    low, high = np.percentile(rgb[rgb > 0], (2, 98)) if (rgb > 0).any() else (0.0, 1.0)
+    stretched = np.clip((rgb - low) / max(high - low, 1e-6), 0, 1)
+    return np.moveaxis(stretched, 0, -1)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geotiler.catalog import ClassInfo, ClassTable
+from geotiler.errors import GridMismatchError
+from geotiler.evaluate import confusion_of_rasters, evaluate
+
+CLASSES = ClassTable(
+    name="toy",
+    nodata=0,
+    classes=(
+        ClassInfo(id=1, name="field", color="#ffff00"),
+        ClassInfo(id=2, name="forest", color="#00aa00"),
+        ClassInfo(id=3, name="water", color="#0000ff", tags=("water",)),
+    ),
+)
+
+
+def hand_made_pair(write_raster) -> tuple[Path, Path]:
+    truth = np.array(
+        [
+            [1, 1, 2, 2],
+            [1, 1, 2, 2],
+            [3, 3, 0, 0],
+            [3, 3, 3, 0],
+        ],
+        np.uint8,
+    )
+    pred = np.array(
+        [
+            [1, 2, 2, 2],
+            [1, 1, 2, 1],
+            [3, 1, 2, 1],
+            [3, 3, 0, 3],
+        ],
+        np.uint8,
+    )
+    return write_raster("pred.tif", pred, nodata=0), write_raster("truth.tif", truth, nodata=0)
+
+
+def test_confusion_matrix_of_a_hand_made_pair(write_raster) -> None:
+    pred, truth = hand_made_pair(write_raster)
+    matrix, skipped = confusion_of_rasters(pred, truth, num_classes=4)
+    expected = np.zeros((4, 4), int)
+    # truth row, prediction column; truth nodata (3 px) and prediction nodata (1 px) skipped
+    expected[1, 1], expected[1, 2] = 3, 1
+    expected[2, 2], expected[2, 1] = 3, 1
+    expected[3, 3], expected[3, 1] = 3, 1
+    np.testing.assert_array_equal(matrix, expected)
+    assert skipped["truth_nodata"] == 3
+    assert skipped["prediction_nodata"] == 1
+
+
+def test_evaluate_writes_metrics_and_pngs(write_raster, tmp_path) -> None:
+    pred, truth = hand_made_pair(write_raster)
+    result = evaluate(pred, truth, tmp_path / "report", classes=CLASSES)
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["pixels_scored"] == 12
+    assert metrics["pixel_accuracy"] == pytest.approx(9 / 12)
+    # tp 3 each; false positives: field 2, forest 1, water 0; false negatives 1 each
+    ious = {e["id"]: e["iou"] for e in metrics["classes"]}
+    f1s = {e["id"]: e["f1"] for e in metrics["classes"]}
+    assert ious == pytest.approx({1: 3 / 6, 2: 3 / 5, 3: 3 / 4})
+    assert f1s == pytest.approx({1: 6 / 9, 2: 6 / 8, 3: 6 / 7})
+    assert metrics["miou"] == pytest.approx((0.5 + 0.6 + 0.75) / 3, abs=1e-5)
+    names = {p.name for p in result.files}
+    assert {
+        "metrics.json",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "quicklook.png",
+    } <= names
+
+
+def test_grids_must_match(write_raster, tmp_path) -> None:
+    pred, _ = hand_made_pair(write_raster)
+    other = write_raster("shifted.tif", np.ones((4, 4), np.uint8), origin=(250000.0, 4780000.0))
+    with pytest.raises(GridMismatchError, match="rescale it first"):
+        evaluate(pred, other, tmp_path / "r", classes=CLASSES)

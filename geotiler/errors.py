@@ -33,3 +33,7 @@ class OutputExistsError(GeotilerError, FileExistsError):
 
 class StoreError(GeotilerError, OSError):
     """A tile store is missing, incomplete or of an unknown layout."""
+
+
+class TrainingError(GeotilerError, RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""

@@ -1,0 +1,36 @@
+"""Training segmentation models on a tile store (``geotiler train``).
+
+- :mod:`~geotiler.train.data`: the Dataset/sampler over the Zarr store, D4 augmentation
+- :mod:`~geotiler.train.models`: architectures (registry) and YAML presets
+- :mod:`~geotiler.train.losses`, :mod:`~geotiler.train.metrics`: losses and epoch metrics
+- :mod:`~geotiler.train.trainer`: the loop; :mod:`~geotiler.train.checkpoint`: its files
+
+Importing this package is cheap; the heavy modules load when used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geotiler.train.checkpoint import load_checkpoint
+    from geotiler.train.settings import TrainSettings
+    from geotiler.train.trainer import train
+
+__all__ = ["TrainSettings", "load_checkpoint", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "train":
+        from geotiler.train.trainer import train
+
+        return train
+    if name == "load_checkpoint":
+        from geotiler.train.checkpoint import load_checkpoint
+
+        return load_checkpoint
+    if name == "TrainSettings":
+        from geotiler.train.settings import TrainSettings
+
+        return TrainSettings
+    raise AttributeError(name)

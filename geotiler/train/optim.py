@@ -1,0 +1,82 @@
+"""Optimisers and learning-rate schedules by name (registries), built from TrainSettings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    OneCycleLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
+
+from geotiler.train.settings import TrainSettings
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter], TrainSettings], Optimizer]
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay),
+    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay),
+    "sgd": lambda p, s: torch.optim.SGD(
+        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
+    ),
+}
+
+
+def build_optimizer(model: nn.Module, settings: TrainSettings) -> Optimizer:
+    return OPTIMIZERS[settings.optimizer](model.parameters(), settings)
+
+
+class Schedule:
+    """A scheduler and when it steps: after each batch (cosine, onecycle) or each epoch."""
+
+    def __init__(self, scheduler: Any, *, per_batch: bool, on_metric: bool = False) -> None:
+        self.scheduler = scheduler
+        self.per_batch = per_batch
+        self.on_metric = on_metric
+
+    def after_batch(self) -> None:
+        if self.scheduler is not None and self.per_batch:
+            self.scheduler.step()
+
+    def after_epoch(self, val_miou: float) -> None:
+        if self.scheduler is None or self.per_batch:
+            return
+        if self.on_metric:
+            self.scheduler.step(val_miou)
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.scheduler is None else dict(self.scheduler.state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scheduler is not None and state:
+            self.scheduler.load_state_dict(state)
+
+
+def build_schedule(
+    optimizer: Optimizer, settings: TrainSettings, *, epochs: int, steps_per_epoch: int
+) -> Schedule:
+    """The schedule ``settings.scheduler`` over ``epochs`` epochs of ``steps_per_epoch`` steps."""
+    name = settings.scheduler
+    steps = max(1, epochs * steps_per_epoch)
+    if name == "plateau":
+        patience = max(1, settings.early_stopping // 2) if settings.early_stopping else 2
+        plateau = ReduceLROnPlateau(optimizer, mode="max", factor=settings.gamma, patience=patience)
+        return Schedule(plateau, per_batch=False, on_metric=True)
+    if name == "step":
+        return Schedule(StepLR(optimizer, settings.step_size, settings.gamma), per_batch=False)
+    if name == "cosine":
+        return Schedule(
+            CosineAnnealingLR(optimizer, steps, eta_min=settings.lr * 0.01), per_batch=True
+        )
+    if name == "onecycle":
+        cycle = OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps, pct_start=0.2)
+        return Schedule(cycle, per_batch=True)
+    return Schedule(None, per_batch=False)

@@ -1,0 +1,83 @@
+"""The per-epoch record of a run: ``metrics.csv`` and, when tensorboard is installed, events.
+
+``metrics.csv`` is rewritten whole (temporary file + rename) after every epoch, so it is always
+complete; a resumed run keeps the rows up to the checkpoint's epoch and goes on from there.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_CSV = "metrics.csv"
+
+
+class RunLog:
+    """Epoch rows kept in memory, mirrored to ``metrics.csv`` and TensorBoard (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_epoch: int = 0) -> None:
+        self.run_dir = run_dir
+        self.enabled = enabled
+        self.history: list[dict[str, float]] = []
+        if resume_epoch:
+            self.history = [
+                r for r in read_metrics(run_dir / METRICS_CSV) if r["epoch"] <= resume_epoch
+            ]
+        self._writer: Any = None
+        if enabled:
+            self._writer = _tensorboard(run_dir)
+
+    def append(self, row: dict[str, float]) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / METRICS_CSV
+        columns = list(dict.fromkeys(key for r in self.history for key in r))
+        temporary = path.with_name(f".{path.name}.partial")
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for r in self.history:
+                writer.writerow({k: _fmt(k, r.get(k, math.nan)) for k in columns})
+        temporary.replace(path)
+        if self._writer is not None:
+            step = int(row["epoch"])
+            for key, value in row.items():
+                if key != "epoch" and math.isfinite(value):
+                    self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _fmt(key: str, value: float) -> str:
+    return str(int(value)) if key == "epoch" else f"{value:.6g}"
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The rows of a ``metrics.csv`` as floats (empty when there is none)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [
+            {k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
+            for r in csv.DictReader(handle)
+        ]
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: pip install geotiler[tensorboard]
+        log.debug("tensorboard is not installed; metrics go to metrics.csv only")
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))

@@ -1,0 +1,368 @@
+"""The training loop: store in, run directory out (checkpoints, metrics.csv, confusion matrix).
+
+:func:`train` is the one library call behind ``geotiler train``. It streams tiles from the store,
+fits the model, validates every epoch on one confusion matrix (reduced over DDP ranks), keeps
+``best.pt`` (by validation mIoU) and ``last.pt``, and appends a row per epoch to ``metrics.csv``
+(and TensorBoard when installed). Only rank 0 writes. It never prints: progress goes to the
+:class:`Callbacks` the caller passes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from geotiler.errors import InputError, OutputExistsError, TrainingError
+from geotiler.train import distributed
+from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
+from geotiler.train.data import StoreSummary, make_loaders
+from geotiler.train.distributed import Runtime
+from geotiler.train.losses import LossContext, build_loss
+from geotiler.train.metrics import Scores, confusion_matrix, save_confusion, scores_for_table
+from geotiler.train.models import Preset, apply_encoder_weights, load_preset
+from geotiler.train.optim import Schedule, build_optimizer, build_schedule
+from geotiler.train.run_files import RunLog
+from geotiler.train.settings import TrainSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What one epoch did."""
+
+    epoch: int
+    epochs: int
+    lr: float
+    train_loss: float
+    val_loss: float
+    scores: Scores
+    seconds: float
+    tiles_per_s: float
+    is_best: bool
+
+
+@dataclass
+class Callbacks:
+    """Hooks for progress display: epoch start (epoch, batches), each batch (tiles, loss), end."""
+
+    on_epoch_start: Callable[[int, int], None] | None = None
+    on_batch: Callable[[int, float], None] | None = None
+    on_epoch_end: Callable[[EpochReport], None] | None = None
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run is and how it ended."""
+
+    run_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best: Scores
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class _State:
+    epoch: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    bad_epochs: int = 0
+
+
+def train(
+    store: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    settings: TrainSettings,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Callbacks | None = None,
+) -> TrainResult:
+    """Train ``settings.model`` on the store's train split; see the module docstring."""
+    out = Path(run_dir)
+    previous = read_checkpoint(out / "last.pt") if resume else None
+    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
+        raise OutputExistsError(
+            f"{out}: run folder exists; pass --overwrite to replace it or --resume {out} to go on"
+        )
+    runtime = distributed.start(settings.device)
+    try:
+        return _Run(store, out, settings, runtime, previous, callbacks or Callbacks()).fit()
+    finally:
+        distributed.stop(runtime)
+
+
+class _Run:
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        out: Path,
+        settings: TrainSettings,
+        runtime: Runtime,
+        previous: dict[str, Any] | None,
+        callbacks: Callbacks,
+    ) -> None:
+        self.out, self.settings, self.runtime, self.callbacks = out, settings, runtime, callbacks
+        self.summary = StoreSummary.read(store)
+        self.preset = load_preset(settings.model)
+        torch.manual_seed(settings.seed)
+        self.net = self.preset.build(len(self.summary.bands), self.summary.num_classes)
+        if settings.encoder_weights and previous is None:
+            apply_encoder_weights(self.net, settings.encoder_weights)
+        if previous is not None:
+            _check_same_model(out, previous, self.preset)
+            self.net.load_state_dict(previous["state_dict"])
+        cuda = runtime.device.type == "cuda"
+        self.net.to(runtime.device)
+        if cuda:
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model: nn.Module = self.net
+        if runtime.distributed:
+            if cuda:
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+            self.model = DistributedDataParallel(
+                self.net, device_ids=[runtime.device] if cuda else None
+            )
+        self.amp = cuda and settings.amp
+        self.train_loader, self.val_loader, self.sampler = make_loaders(
+            self.summary,
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            augment=settings.augment,
+            balance=settings.balance,
+            seed=settings.seed,
+            num_samples=settings.max_train_tiles,
+            pin_memory=cuda,
+            rank=runtime.rank,
+            world=runtime.world,
+        )
+        weights = self.summary.class_weights if settings.class_weights else None
+        ctx = LossContext(self.summary.num_classes, self.summary.nodata, weights)
+        self.loss = build_loss(settings.loss, ctx)
+        self.optimizer = build_optimizer(self.model, settings)
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp)
+        self.state = _State()
+        self.schedule = self._restore(previous)
+        self.log = RunLog(out, enabled=runtime.is_main, resume_epoch=self.state.epoch)
+
+    def _restore(self, previous: dict[str, Any] | None) -> Schedule:
+        steps = len(self.train_loader)
+        epochs = self.settings.epochs
+        if previous is None:
+            return build_schedule(
+                self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
+            )
+        saved = previous.get("resume") or {}
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved.get("scaler") or {})
+        self.state = _State(
+            epoch=int(previous["epoch"]),
+            best_miou=float(previous["best"]["val_miou"]),
+            best_epoch=int(previous["best"]["epoch"]),
+            best_metrics=dict(previous["best"]),
+            bad_epochs=int(saved.get("bad_epochs", 0)),
+        )
+        torch.set_rng_state(saved["rng"]["torch"])
+        same_length = int(previous["settings"]["epochs"]) == epochs
+        if same_length:
+            schedule = build_schedule(
+                self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
+            )
+            schedule.load_state_dict(saved.get("scheduler") or {})
+            return schedule
+        # A longer (or shorter) run: schedule the remaining epochs afresh.
+        left = max(1, epochs - self.state.epoch)
+        return build_schedule(self.optimizer, self.settings, epochs=left, steps_per_epoch=steps)
+
+    def fit(self) -> TrainResult:
+        stopped = False
+        for epoch in range(self.state.epoch + 1, self.settings.epochs + 1):
+            report = self._epoch(epoch)
+            if self.callbacks.on_epoch_end and self.runtime.is_main:
+                self.callbacks.on_epoch_end(report)
+            patience = self.settings.early_stopping
+            if patience and self.state.bad_epochs >= patience and epoch < self.settings.epochs:
+                log.info("early stopping after epoch %d (%d epochs without gain)", epoch, patience)
+                stopped = True
+                break
+        self.log.close()
+        best = self.state.best_metrics
+        return TrainResult(
+            run_dir=self.out,
+            epochs_run=self.state.epoch,
+            best_epoch=self.state.best_epoch,
+            best=Scores.from_dict(best, self.summary.classes.names, "val_"),
+            stopped_early=stopped,
+            history=self.log.history,
+        )
+
+    def _epoch(self, epoch: int) -> EpochReport:
+        self.sampler.set_epoch(epoch)
+        start = time.perf_counter()
+        train_loss, tiles = self._train_pass(epoch)
+        seconds = time.perf_counter() - start
+        val_loss, matrix = self._validate()
+        scores = scores_for_table(matrix, self.summary.classes)
+        miou = scores.miou if math.isfinite(scores.miou) else 0.0
+        self.schedule.after_epoch(miou)
+        is_best = miou > self.state.best_miou
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        row = {
+            "epoch": float(epoch),
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **scores.as_dict("val_"),
+            "seconds": seconds,
+            "tiles_per_s": tiles / max(seconds, 1e-9),
+        }
+        self.state.epoch = epoch
+        if is_best:
+            self.state.best_miou, self.state.best_epoch = miou, epoch
+            self.state.best_metrics = row
+            self.state.bad_epochs = 0
+        else:
+            self.state.bad_epochs += 1
+        if self.runtime.is_main:
+            self.log.append(row)
+            self._save(row, is_best, matrix)
+        return EpochReport(
+            epoch, self.settings.epochs, lr, train_loss, val_loss, scores, seconds,
+            row["tiles_per_s"], is_best,
+        )  # fmt: skip
+
+    def _train_pass(self, epoch: int) -> tuple[float, int]:
+        self.model.train()
+        if self.callbacks.on_epoch_start and self.runtime.is_main:
+            self.callbacks.on_epoch_start(epoch, len(self.train_loader))
+        total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+        for batch in self.train_loader:
+            image, mask = self._to_device(batch)
+            with self._autocast():
+                loss = self.loss(self.model(image), mask)
+            self._check_finite(loss, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.schedule.after_batch()
+            count = image.shape[0]
+            total += torch.stack(
+                [
+                    loss.detach().double() * count,
+                    torch.tensor(count, dtype=torch.float64, device=total.device),
+                ]
+            )
+            if self.callbacks.on_batch and self.runtime.is_main:
+                self.callbacks.on_batch(count * self.runtime.world, float(loss.detach()))
+        distributed.all_sum(self.runtime, total)
+        return float(total[0] / total[1].clamp_min(1)), int(total[1].item())
+
+    @torch.no_grad()
+    def _validate(self) -> tuple[float, np.ndarray]:
+        self.model.eval()
+        k = self.summary.num_classes
+        matrix = torch.zeros(k, k, dtype=torch.int64, device=self.runtime.device)
+        total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+        for batch in self.val_loader:
+            image, mask = self._to_device(batch)
+            with self._autocast():
+                logits = self.model(image)
+            total[0] += self.loss(logits.float(), mask).double() * image.shape[0]
+            total[1] += image.shape[0]
+            matrix += confusion_matrix(logits.argmax(1), mask, k, self.summary.nodata)
+        distributed.all_sum(self.runtime, matrix)
+        distributed.all_sum(self.runtime, total)
+        return float(total[0] / total[1].clamp_min(1)), matrix.cpu().numpy()
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.runtime.device
+        image = batch["image"].to(device, non_blocking=True)
+        if device.type == "cuda":
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, batch["mask"].to(device, non_blocking=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+
+    def _check_finite(self, loss: torch.Tensor, epoch: int) -> None:
+        finite = torch.isfinite(loss.detach()).to(torch.int64).reshape(1)
+        if distributed.all_min(self.runtime, finite).item() == 0:
+            kept = (
+                f"; {self.out / 'last.pt'} keeps epoch {self.state.epoch}"
+                if self.state.epoch
+                else ""
+            )
+            raise TrainingError(
+                f"{self.summary.path}: the loss became NaN/inf in epoch {epoch}{kept}; "
+                f"lower --lr (now {self.settings.lr:g}) or check the store's band statistics"
+            )
+
+    def _save(self, row: dict[str, float], is_best: bool, matrix: np.ndarray) -> None:
+        payload = self._payload(row)
+        save_checkpoint(self.out / "last.pt", payload)
+        if is_best:
+            save_checkpoint(self.out / "best.pt", payload)
+            save_confusion(matrix, self.summary.classes, self.out, "confusion_matrix")
+
+    def _payload(self, row: dict[str, float]) -> dict[str, Any]:
+        summary, state = self.summary, self.state
+        return {
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "model": {
+                "preset": self.preset.name,
+                "architecture": self.preset.architecture,
+                "arguments": self.preset.arguments,
+            },
+            "bands": list(summary.bands),
+            "band_mean": list(summary.band_mean),
+            "band_std": list(summary.band_std),
+            "classes": summary.classes.model_dump(mode="json"),
+            "num_classes": summary.num_classes,
+            "nodata": summary.nodata,
+            "tile_size": summary.tile_size,
+            "settings": self.settings.model_dump(mode="json"),
+            "store": str(summary.path),
+            "epoch": state.epoch,
+            "metrics": row,
+            "best": {"epoch": state.best_epoch, **state.best_metrics},
+            "resume": {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+                "bad_epochs": state.bad_epochs,
+            },
+        }
+
+
+def _check_same_model(out: Path, previous: dict[str, Any], preset: Preset) -> None:
+    spec = previous["model"]
+    if (
+        spec["architecture"] != preset.architecture
+        or dict(spec.get("arguments") or {}) != preset.arguments
+    ):
+        raise InputError(
+            f"{out / 'last.pt'}: was trained with model {spec.get('preset')!r}, not "
+            f"{preset.name!r}; drop --model to resume it, or start a new run with -o"
+        )
+
+
+__all__ = ["Callbacks", "EpochReport", "TrainResult", "train"]

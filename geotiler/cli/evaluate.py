@@ -1,0 +1,90 @@
+"""``geotiler evaluate``: score a predicted map against a reference mask."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from geotiler.cli import app
+from geotiler.cli.console import console, progress_bar
+from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
+from geotiler.evaluate import RescaleHook
+from geotiler.evaluate import evaluate as run_evaluate
+from geotiler.grid import Grid
+
+
+@app.command()
+def evaluate(
+    prediction: Annotated[
+        Path | None, typer.Argument(help="Predicted class map (GeoTIFF).")
+    ] = None,
+    truth: Annotated[
+        Path | None, typer.Option("--truth", "-t", help="Reference mask (default: the dataset's).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Report folder (default: work dir).")
+    ] = None,
+    scene: Annotated[
+        Path | None,
+        typer.Option("--scene", help="Scene for the quick-look (RGB from B04 B03 B02)."),
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option("--classes", help="Class table name (default: the map's own).")
+    ] = None,
+    dataset: DatasetOption = None,
+    catalog: CatalogOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Per-class IoU, F1, precision and recall of a map against a reference; confusion matrix and
+    quick-look PNGs. A reference finer than the map is rescaled with mode first.
+
+    Example: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
+    """
+    cat = load_catalog(catalog)
+    prediction = prediction or cat.output_path("predict", dataset)
+    truth = truth or cat.output_path("rescale", dataset)
+    report = output or cat.output_path("evaluate", dataset)
+    table = cat.class_table(classes) if classes else None
+    rows = Grid.from_raster(prediction).rows
+    with progress_bar("evaluate", rows, unit="rows", quiet=quiet) as advance:
+        result = run_evaluate(
+            prediction,
+            truth,
+            report,
+            classes=table,
+            scene=scene,
+            rescale=_rescale_hook(),
+            progress=advance,
+        )
+    if quiet:
+        return
+    summary = Table(title=f"{prediction} vs {truth}", title_justify="left")
+    for column in ("class", "IoU", "F1", "precision", "recall", "pixels"):
+        summary.add_column(column, justify="left" if column == "class" else "right")
+    for entry in result.metrics["classes"]:
+        summary.add_row(
+            f"{entry['id']} {entry['name']}",
+            *(_pct(entry[k]) for k in ("iou", "f1", "precision", "recall")),
+            f"{entry['support']:,}",
+        )
+    console.print(summary)
+    console.print(
+        f"mIoU {_pct(result.metrics['miou'])}, pixel accuracy {_pct(result.metrics['pixel_accuracy'])}"
+        f", macro F1 {_pct(result.metrics['macro_f1'])}; report in {result.report_dir}"
+    )
+
+
+def _pct(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _rescale_hook() -> RescaleHook | None:
+    try:
+        from geotiler.rescale import rescale_to_grid  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return rescale_to_grid  # type: ignore[no-any-return]

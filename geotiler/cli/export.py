@@ -1,0 +1,43 @@
+"""``geotiler export``: a checkpoint to an ONNX model with its metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from geotiler.cli import app
+from geotiler.cli.console import console
+from geotiler.cli.options import (
+    CatalogOption,
+    DatasetOption,
+    OverwriteOption,
+    QuietOption,
+    load_catalog,
+)
+from geotiler.inference import export_onnx
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="Checkpoint (default: the dataset's best.pt).")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path(
+        "model.onnx"
+    ),
+    overwrite: OverwriteOption = False,
+    dataset: DatasetOption = None,
+    catalog: CatalogOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Export a checkpoint to ONNX (dynamic batch and spatial axes; bands, normalisation and class
+    table in the model's metadata) for `geotiler predict --model model.onnx` or other runtimes.
+
+    Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
+    """
+    checkpoint = checkpoint or load_catalog(catalog).output_path("train", dataset) / "best.pt"
+    path = export_onnx(checkpoint, output, overwrite=overwrite)
+    if not quiet:
+        console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

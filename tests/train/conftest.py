@@ -8,10 +8,13 @@ data path is tested without the tiling stage. Tests of the whole chain use a rea
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
 from geotiler.catalog import ClassTable
 
@@ -104,9 +107,7 @@ def make_fake_store(
     }
     path.mkdir(parents=True, exist_ok=True)
     (path / "meta.json").write_text(json.dumps(meta))
-    np.savez(
-        path / "tiles.npz", images=images, masks=masks, split=split, keep=keep, weight=weight
-    )
+    np.savez(path / "tiles.npz", images=images, masks=masks, split=split, keep=keep, weight=weight)
     return path
 
 
@@ -115,3 +116,56 @@ def fake_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Path of a tiny store; geotiler.train.data opens it with :class:`FakeStore`."""
     monkeypatch.setattr("geotiler.train.data.open_store", FakeStore.open)
     return make_fake_store(tmp_path / "tiles.fake")
+
+
+def make_real_store(folder: Path, *, size_px: int = 36, scene_px: int = 180, seed: int = 0) -> Path:
+    """A real Zarr store made by the tile stage from a small 3-band scene and its mask."""
+    from geotiler.tile import TileInputs, TileSettings, make_tiles
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(1, 4, size=(scene_px // 12 + 1, scene_px // 12 + 1))
+    mask = np.kron(coarse, np.ones((12, 12), dtype=np.int64))[:scene_px, :scene_px].astype(np.uint8)
+    mask[:, :6] = 0  # a nodata strip
+    image = (
+        np.stack(
+            [
+                np.where(mask == band + 1, 3000, 800) + rng.normal(0, 150, mask.shape)
+                for band in range(3)
+            ]
+        )
+        .clip(0, 6000)
+        .astype(np.uint16)
+    )
+    scene = _write_tif(folder / "scene.tif", image)
+    mask_path = _write_tif(folder / "mask.tif", mask[np.newaxis], nodata=0)
+    inputs = TileInputs(
+        scenes={"april": scene}, mask=mask_path, classes=CLASSES, bands=("B02", "B03", "B04")
+    )
+    settings = TileSettings(size=size_px, split="block:0.6,0.4,0", block_tiles=1, seed=seed)
+    make_tiles(inputs, folder / "tiles.zarr", settings)
+    return folder / "tiles.zarr"
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny real tile store (25 tiles of 36 px, 3 bands, classes 1..3, nodata 0)."""
+    return make_real_store(tmp_path_factory.mktemp("store"))
+
+
+def _write_tif(path: Path, data: np.ndarray, nodata: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bands, rows, cols = data.shape
+    profile = {
+        "driver": "GTiff", "height": rows, "width": cols, "count": bands, "dtype": data.dtype.name,
+        "crs": "EPSG:32631", "transform": Affine(10, 0, 240000, 0, -10, 4780000), "nodata": nodata,
+    }  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture
+def fake_store_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """``fake_store_factory(name, **options)``: like ``fake_store`` with make_fake_store options."""
+    monkeypatch.setattr("geotiler.train.data.open_store", FakeStore.open)
+    return lambda name, **options: make_fake_store(tmp_path / name, **options)

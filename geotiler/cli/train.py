@@ -1,0 +1,207 @@
+"""``geotiler train``: fit a segmentation model on a tile store (thin layer over the library)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from geotiler.cli import app
+from geotiler.cli.console import console, err_console
+from geotiler.cli.options import (
+    CatalogOption,
+    ConfigOption,
+    DatasetOption,
+    OverwriteOption,
+    QuietOption,
+    load_catalog,
+)
+from geotiler.config import load_pipeline, resolve_settings
+
+
+@app.command()
+def train(
+    store: Annotated[
+        Path | None, typer.Argument(help="Tile store (default: the dataset's tiles.zarr).")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Model preset or preset YAML.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs to train.")] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="ce, dice, focal[:gamma], jaccard or a sum: ce+dice.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Tiles per batch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (peak for onecycle).")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="none, plateau, step, cosine or onecycle.")
+    ] = None,
+    early_stopping: Annotated[
+        int | None, typer.Option(min=0, help="Stop after N epochs without a better val mIoU.")
+    ] = None,
+    class_weights: Annotated[
+        bool | None,
+        typer.Option("--class-weights/--no-class-weights", help="Weight the loss by class."),
+    ] = None,
+    balance: Annotated[
+        bool | None,
+        typer.Option("--balance/--no-balance", help="Sample tiles by the store's weights."),
+    ] = None,
+    augment: Annotated[
+        bool | None, typer.Option("--augment/--no-augment", help="Random flips and rotations.")
+    ] = None,
+    max_train_tiles: Annotated[
+        int | None, typer.Option(min=1, help="Tiles drawn per epoch (default: all of train).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda.")] = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="DataLoader worker processes.")] = None,
+    encoder_weights: Annotated[
+        Path | None,
+        typer.Option(help="Local torchvision ResNet .pth for the encoder.", dir_okay=False),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed (same seed, same run on CPU).")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Run folder to continue from its last.pt.", file_okay=False),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run folder (default: work/<ds>/run).")
+    ] = None,
+    overwrite: OverwriteOption = False,
+    dataset: DatasetOption = None,
+    config: ConfigOption = None,
+    catalog: CatalogOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a segmentation model on a tile store; writes best.pt, last.pt and metrics.csv.
+
+    Examples: [bold]geotiler train[/] (the default dataset and preset unet-small),
+    [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
+    [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
+    [bold]geotiler train --resume work/demo/run --epochs 20[/].
+    """
+    from geotiler.train.checkpoint import read_checkpoint
+    from geotiler.train.distributed import is_main_process
+    from geotiler.train.models import load_preset
+    from geotiler.train.settings import TrainSettings
+    from geotiler.train.trainer import train as run_training
+
+    cli = {
+        "model": model, "epochs": epochs, "loss": loss, "batch_size": batch_size, "lr": lr,
+        "optimizer": optimizer, "scheduler": scheduler, "early_stopping": early_stopping,
+        "class_weights": class_weights, "balance": balance, "augment": augment,
+        "max_train_tiles": max_train_tiles, "device": device, "workers": workers,
+        "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
+    }  # fmt: skip
+    pipeline = load_pipeline(config)
+    name = dataset or pipeline.get("dataset")
+    base: dict[str, Any]
+    if resume is not None:
+        if output is not None and output.resolve() != resume.resolve():
+            raise typer.BadParameter("give either --resume RUN_DIR or -o RUN_DIR, not both")
+        previous = read_checkpoint(resume / "last.pt")
+        base, output = dict(previous["settings"]), resume
+        store = store or Path(previous["store"])
+    else:
+        chosen = model or (pipeline.get("train") or {}).get("model") or TrainSettings().model
+        base = dict(load_preset(chosen).train)
+    settings = resolve_settings(
+        TrainSettings, stage="train", cli=cli, pipeline=pipeline, dataset_defaults=base
+    )
+    if store is None or output is None:
+        cat = load_catalog(catalog)
+        store = store or cat.output_path("tile", name)
+        output = output or cat.output_path("train", name)
+    quiet = quiet or not is_main_process()
+    with _Display(quiet) as display:
+        result = run_training(
+            store, output, settings, resume=resume is not None, overwrite=overwrite,
+            callbacks=display.callbacks(),
+        )  # fmt: skip
+    if not quiet:
+        _summary(result)
+
+
+class _Display:
+    """A rich progress bar per epoch (batches, loss, tiles/s) and one line per finished epoch."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} tiles/s"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.started = 0.0
+        self.tiles = 0
+
+    def __enter__(self) -> _Display:
+        if not self.quiet:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.quiet:
+            self.progress.stop()
+
+    def callbacks(self) -> Any:
+        from geotiler.train.trainer import Callbacks
+
+        if self.quiet:
+            return Callbacks()
+        return Callbacks(self._start, self._batch, self._end)
+
+    def _start(self, epoch: int, batches: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("", total=batches, epoch=epoch, loss=0.0, rate=0.0)
+        self.started, self.tiles = time.perf_counter(), 0
+
+    def _batch(self, tiles: int, loss: float) -> None:
+        self.tiles += tiles
+        rate = self.tiles / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, advance=1, loss=loss, rate=rate)
+
+    def _end(self, report: Any) -> None:
+        star = " [green]best[/]" if report.is_best else ""
+        self.progress.console.print(
+            f"epoch {report.epoch}/{report.epochs}  train loss {report.train_loss:.4f}  "
+            f"val loss {report.val_loss:.4f}  val mIoU {report.scores.miou:.4f}  "
+            f"acc {report.scores.pixel_accuracy:.4f}  {report.tiles_per_s:.1f} tiles/s{star}",
+            highlight=False,
+        )
+
+
+def _summary(result: Any) -> None:
+    best = result.best
+    table = Table(
+        title=f"{result.run_dir}: best epoch {result.best_epoch} of {result.epochs_run}"
+        + (" (stopped early)" if result.stopped_early else ""),
+        title_justify="left",
+    )
+    for column in ("id", "class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for c in best.classes:
+        table.add_row(
+            str(c.id), c.name, *(_pct(v) for v in (c.iou, c.dice, c.precision, c.recall)),
+            f"{c.support:,}",
+        )  # fmt: skip
+    table.add_section()
+    table.add_row("", "mIoU / pixel accuracy", _pct(best.miou), "", "", _pct(best.pixel_accuracy))
+    console.print(table)
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
 from geotiler.balance import BalanceSpec, class_shares, class_weights, tile_weights
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.filters import FilterSpec, TileIndex, apply_filters
-from geotiler.footprints import read_area, touching
+from geotiler.footprints import read_area, touching, write_index
 from geotiler.grid import Grid
 from geotiler.splits import (
     SPLIT_NAMES,
@@ -24,6 +27,14 @@ from geotiler.splits import (
     assign_blocks,
     auto_block_tiles,
     buffer_positions,
+)
+from geotiler.store import (
+    ATTRS_KEY,
+    TileStore,
+    check_store,
+    grid_from_meta,
+    load_index,
+    write_decisions,
 )
 from geotiler.tiling import TileLayout, tile_grid_index
 
@@ -121,7 +132,8 @@ def _split_positions(
                 name
             )
     i, j = tile_grid_index(rows, index.stride), tile_grid_index(cols, index.stride)
-    block = settings.block_tiles or auto_block_tiles(len(positions))
+    overlapping = index.stride < index.tile_size
+    block = settings.block_tiles or auto_block_tiles(len(positions), overlapping=overlapping)
     split = assign_blocks(
         i, j, settings.split, seed=settings.seed, block_tiles=block, forced=forced
     )
@@ -178,3 +190,34 @@ def summarize(index: TileIndex, classes: ClassTable, decisions: Decisions) -> di
             if c < len(before)
         ],
     }
+
+
+def refilter(path: str | PathLike[str], settings: DecisionSettings) -> TileStore:
+    """Re-decide filters, splits and balancing of a store from its index (no raster is read).
+
+    Works on a complete store and on one whose tiles are all written but whose decisions failed
+    (e.g. every tile was filtered out).
+    """
+    meta = check_store(path, written_only=True)
+    classes = ClassTable.model_validate(meta["classes"])
+    decisions = decide(load_index(path), classes, grid_from_meta(meta), settings)
+    group: Any = zarr.open_group(str(path), mode="r+")
+    write_decisions(group, decisions.attrs, decisions.arrays)
+    group.attrs[ATTRS_KEY] = {**group.attrs[ATTRS_KEY], "complete": True}
+    return TileStore.open(path)
+
+
+def export_index(store: TileStore, path: str | PathLike[str]) -> Path:
+    """Write the store's tile footprints with scene, split, verdict and class shares."""
+    frame = store.index.copy()
+    counts = frame[[c for c in frame.columns if c.startswith("class_")]].to_numpy(dtype=float)
+    labelled = np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    names = store.classes.names
+    for column, share in zip(
+        frame.columns[frame.columns.str.startswith("class_")], (counts / labelled).T, strict=True
+    ):
+        class_id = int(column.split("_")[1])
+        frame[f"share_{names.get(class_id, class_id)}"] = share
+    layout = TileLayout(store.grid, store.tile_size, store.stride)
+    bounds = layout.bounds(frame["row"].to_numpy(), frame["col"].to_numpy())
+    return write_index(frame, bounds, store.grid.crs, path)

@@ -50,9 +50,9 @@ def parse_split(text: str) -> SplitSpec:
     return SplitSpec((values[0] / total, values[1] / total, values[2] / total))
 
 
-def auto_block_tiles(n_positions: int) -> int:
-    """A block side giving about 30 blocks (at least 1 tile)."""
-    return max(1, math.floor(math.sqrt(n_positions / 30)))
+def auto_block_tiles(n_positions: int, *, overlapping: bool = False) -> int:
+    """A block side giving about 30 blocks; at least 2 tiles with overlap (fewer buffer tiles)."""
+    return max(2 if overlapping else 1, math.floor(math.sqrt(n_positions / 30)))
 
 
 def assign_blocks(

@@ -252,9 +252,7 @@ def load_index(path: str | PathLike[str]) -> TileIndex:
     return TileIndex(**columns, tile_size=int(meta["tile_size"]), stride=int(meta["stride"]))
 
 
-def write_decisions(
-    group: Any, decisions: dict[str, Any], arrays: dict[str, np.ndarray]
-) -> None:
+def write_decisions(group: Any, decisions: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Replace the decision arrays (verdict, split, weight) and the ``decisions`` attrs."""
     meta = dict(group.attrs[ATTRS_KEY])
     group.attrs[ATTRS_KEY] = {**meta, "complete": False}
@@ -277,7 +275,7 @@ class TileStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._group: Any = zarr.open_group(str(path), mode="r")
-        self._meta: dict[str, Any] = dict(self._group.attrs[ATTRS_KEY])
+        self._meta: dict[str, Any] = read_meta(path) or {}
 
     @classmethod
     def open(cls, path: str | PathLike[str]) -> TileStore:
@@ -301,6 +299,14 @@ class TileStore:
 
     def __repr__(self) -> str:
         return f"TileStore({str(self.path)!r}, tiles={len(self)}, size={self.tile_size})"
+
+    def describe(self) -> str:
+        """One line: tile size, stride, bands, dtype, scenes and classes."""
+        return (
+            f"{self.tile_size} px every {self.stride} px, {len(self.bands)} bands "
+            f"({', '.join(self.bands)}) of {self.image_dtype}, scenes {', '.join(self.scenes)}, "
+            f"classes {self.classes.name!r} (nodata {self.nodata})"
+        )
 
     @property
     def attrs(self) -> dict[str, Any]:

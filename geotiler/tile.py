@@ -28,20 +28,12 @@ from geotiler.config import StageSettings
 from geotiler.decisions import DecisionSettings, decide
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.filters import parse_filter
-from geotiler.footprints import read_area, touching, write_index
+from geotiler.footprints import read_area, touching
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, require_single_band_integer
 from geotiler.parallel import use_scheduler
 from geotiler.splits import SPLIT_NAMES, parse_split
-from geotiler.store import (
-    ATTRS_KEY,
-    StoreWriter,
-    TileStore,
-    check_store,
-    grid_from_meta,
-    load_index,
-    write_decisions,
-)
+from geotiler.store import StoreWriter, TileStore, load_index
 from geotiler.tiling import (
     VISIBLE_BANDS,
     Sources,
@@ -71,6 +63,7 @@ class TileSettings(StageSettings):
     block_tiles: int | None = Field(default=None, ge=1, description="split block side, tiles")
     aoi: str | None = Field(default=None, description="tile only where these polygons are")
     nodata: int | None = Field(default=None, ge=0, le=255)
+    classes: str | None = Field(default=None, description="class table name or file")
     scheduler: str | None = None
     workers: int | None = Field(default=None, ge=1)
     shard_tiles: int | None = Field(default=None, ge=1, description="tiles per shard file")
@@ -340,36 +333,3 @@ def _meta(
         "settings": settings.model_dump(mode="json"),
         "command": command,
     }
-
-
-def refilter(path: str | PathLike[str], settings: DecisionSettings) -> TileStore:
-    """Re-decide filters, splits and balancing of a store from its index (no raster is read).
-
-    Works on a complete store and on one whose tiles are all written but whose decisions failed
-    (e.g. every tile was filtered out).
-    """
-    import zarr
-
-    meta = check_store(path, written_only=True)
-    classes = ClassTable.model_validate(meta["classes"])
-    decisions = decide(load_index(path), classes, grid_from_meta(meta), settings)
-    group: Any = zarr.open_group(str(path), mode="r+")
-    write_decisions(group, decisions.attrs, decisions.arrays)
-    group.attrs[ATTRS_KEY] = {**group.attrs[ATTRS_KEY], "complete": True}
-    return TileStore.open(path)
-
-
-def export_index(store: TileStore, path: str | PathLike[str]) -> Path:
-    """Write the store's tile footprints with scene, split, verdict and class shares."""
-    frame = store.index.copy()
-    counts = frame[[c for c in frame.columns if c.startswith("class_")]].to_numpy(dtype=float)
-    labelled = np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-    names = store.classes.names
-    for column, share in zip(
-        frame.columns[frame.columns.str.startswith("class_")], (counts / labelled).T, strict=True
-    ):
-        class_id = int(column.split("_")[1])
-        frame[f"share_{names.get(class_id, class_id)}"] = share
-    layout = TileLayout(store.grid, store.tile_size, store.stride)
-    bounds = layout.bounds(frame["row"].to_numpy(), frame["col"].to_numpy())
-    return write_index(frame, bounds, store.grid.crs, path)

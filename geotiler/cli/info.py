@@ -16,7 +16,7 @@ from geotiler.info import RasterInfo, raster_info
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A raster file.")],
+    path: Annotated[Path, typer.Argument(help="A raster file or a tile store.")],
     sample_px: Annotated[
         int, typer.Option(help="Pixels sampled for the class histogram of large rasters.")
     ] = 4_000_000,
@@ -26,6 +26,15 @@ def info(
 
     Example: [bold]geotiler info work/demo/data/mask_1m.tif[/]
     """
+    if path.is_dir() and (path / "zarr.json").is_file():
+        from geotiler.cli.tile import print_store_summary
+        from geotiler.store import TileStore
+
+        store = TileStore.open(path)
+        if not quiet:
+            console.print(f"[bold]{path}[/]: {len(store)} tiles, {store.describe()}")
+            print_store_summary(store.attrs)
+        return
     details = raster_info(path, sample_px=sample_px)
     if not quiet:
         _print_raster(details)

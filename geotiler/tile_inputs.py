@@ -1,0 +1,80 @@
+"""Finding a tile run's class table: a catalog table, a YAML/JSON file, the mask's metadata, or
+the values present in the mask.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from geotiler.catalog import Catalog, ClassInfo, ClassTable, describe_validation_error
+from geotiler.errors import CatalogError, InputError
+from geotiler.grid import Grid
+from geotiler.io import block_layout, open_raster, read_class_table
+
+# Colours for classes named only by their value (tab10-like, cycled).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def load_class_table(spec: str, catalog: Catalog | None) -> ClassTable:
+    """A class table from a YAML/JSON file, else by name from the catalog."""
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
+        if not path.is_file():
+            raise CatalogError(f"{path}: class table file not found")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CatalogError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(raw, dict):
+            raise CatalogError(f"{path}: a class table is a mapping with nodata and classes")
+        try:
+            return ClassTable.model_validate({"name": path.stem, **raw})
+        except ValidationError as exc:
+            raise CatalogError(f"{path}: {describe_validation_error(exc)}") from exc
+    if catalog is None:
+        raise CatalogError(f"{spec}: not a class table file, and no catalog to look it up in")
+    return catalog.class_table(spec)
+
+
+def classes_of_mask(mask: str | PathLike[str], nodata: int | None) -> ClassTable:
+    """The mask's own class table (colour table and names), else one from its values."""
+    with open_raster(mask) as dataset:
+        table = read_class_table(dataset)
+        mask_nodata = None if dataset.nodata is None else int(dataset.nodata)
+    if table is not None:
+        return with_nodata(table, nodata) if nodata is not None else table
+    return classes_from_values(mask, nodata if nodata is not None else mask_nodata)
+
+
+def classes_from_values(mask: str | PathLike[str], nodata: int | None) -> ClassTable:
+    """A table naming each value present in the mask ``class N`` (one streamed pass)."""
+    counts = np.zeros(256, dtype=np.int64)
+    with open_raster(mask) as dataset:
+        grid = Grid.from_dataset(dataset)
+        rows = block_layout(dataset).aligned_rows(1024)
+        for window in grid.row_bands(rows):
+            values = dataset.read(1, window=window)
+            if values.min(initial=0) < 0 or values.max(initial=0) > 255:
+                raise InputError(f"{mask}: mask values must be 0..255 to tile, got {values.max()}")
+            counts += np.bincount(values.ravel(), minlength=256)[:256]
+    ids = [int(v) for v in np.flatnonzero(counts) if v != nodata]
+    if not ids:
+        raise InputError(f"{mask}: the mask holds only nodata ({nodata})")
+    classes = tuple(
+        ClassInfo(id=v, name=f"class {v}", color=PALETTE[n % len(PALETTE)])
+        for n, v in enumerate(ids)
+    )
+    return ClassTable(name=Path(mask).stem, nodata=nodata, classes=classes)
+
+
+def with_nodata(table: ClassTable, nodata: int) -> ClassTable:
+    """``table`` with another nodata value (which must not be a class id)."""
+    try:
+        return ClassTable.model_validate({**table.model_dump(), "nodata": nodata})
+    except ValidationError as exc:
+        raise InputError(f"--nodata {nodata}: {describe_validation_error(exc)}") from exc

@@ -1,0 +1,237 @@
+"""Categorical resampling methods: how one output window of a rescale is computed.
+
+A :class:`Plan` holds what every window of one run shares (source, target grid, method, nodata,
+weights); a :class:`Unit` is one output window. Both are small picklable values, so the functions
+here run unchanged in Dask's local threads or on a dask.distributed worker.
+
+Two paths, per method (the :data:`METHODS` registry):
+
+* exact: the source is an integer-factor refinement of the target (same CRS, pixel edges aligned).
+  ``near`` reads only the source rows it samples, ``floor((i + 0.5) * f)`` as GDAL does; ``mode``
+  and ``weighted-mode`` read the window's rows once and run the numba kernel of
+  :mod:`geotiler.kernels`, which also counts the source pixels.
+* warp: anything else (non-integer factor, another CRS) goes through GDAL's warper via
+  :func:`rasterio.warp.reproject`, one output window at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from rasterio.windows import Window
+
+from geotiler.grid import Grid
+from geotiler.io import open_raster
+from geotiler.kernels import mode_kernel
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every window of one rescale run shares."""
+
+    source: str
+    source_shape: tuple[int, int]
+    striped: bool
+    dtype: str
+    target: Grid
+    method: str
+    factor: int | None
+    row_off: int
+    col_off: int
+    nodata: int
+    has_nodata: bool
+    n_values: int
+    weights: np.ndarray
+    token: str
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One output window: target rows ``[row_start, row_stop)``, cols ``[col_start, col_stop)``."""
+
+    row_start: int
+    row_stop: int
+    col_start: int
+    col_stop: int
+
+    @property
+    def window(self) -> Window:
+        return Window(
+            self.col_start,
+            self.row_start,
+            self.col_stop - self.col_start,
+            self.row_stop - self.row_start,
+        )
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """An output window's pixels and the histogram of the source pixels read (None: not read)."""
+
+    unit: Unit
+    data: np.ndarray
+    source_hist: np.ndarray | None
+
+
+UnitFunction = Callable[[Plan, Unit], UnitResult]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A resampling method: its exact block function and the GDAL resampling of the warp path."""
+
+    exact: UnitFunction
+    resampling: Resampling | None
+    needs_integer: bool
+    counts_every_source_pixel: bool
+
+
+def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
+    """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule."""
+    factor = plan.factor or 1
+    rows, cols = plan.source_shape
+    top = plan.row_off + unit.row_start * factor
+    left = plan.col_off + unit.col_start * factor
+    r0, r1 = max(top, 0), min(plan.row_off + unit.row_stop * factor, rows)
+    c0, c1 = max(left, 0), min(plan.col_off + unit.col_stop * factor, cols)
+    out = np.empty((unit.row_stop - unit.row_start, unit.col_stop - unit.col_start), plan.dtype)
+    hist = np.zeros(plan.n_values, np.int64)
+    buffers = _pool(plan.token)
+    src = buffers.take(r1 - r0, c1 - c0, plan.dtype)
+    try:
+        with open_raster(plan.source) as dataset:
+            dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=src)
+        mode_kernel(
+            src, top - r0, left - c0, factor, plan.nodata, plan.has_nodata, plan.weights, out, hist
+        )
+    finally:
+        buffers.give(src)
+    return UnitResult(unit, out, hist)
+
+
+def exact_near(plan: Plan, unit: Unit) -> UnitResult:
+    """Nearest neighbour on the exact grid: source pixel ``floor((i + 0.5) * f)`` of each block.
+
+    A strip-organised source is read one needed row at a time; a tiled one a window at a time.
+    The source histogram counts the full rows read (a sample of one row in ``f``).
+    """
+    factor = plan.factor or 1
+    rows, cols = plan.source_shape
+    src_rows = plan.row_off + (2 * np.arange(unit.row_start, unit.row_stop) + 1) * factor // 2
+    src_cols = plan.col_off + (2 * np.arange(unit.col_start, unit.col_stop) + 1) * factor // 2
+    row_ok = np.flatnonzero((src_rows >= 0) & (src_rows < rows))
+    col_ok = np.flatnonzero((src_cols >= 0) & (src_cols < cols))
+    out = np.full((len(src_rows), len(src_cols)), plan.nodata, plan.dtype)
+    hist = np.zeros(plan.n_values, np.int64) if plan.n_values else None
+    if len(row_ok) == 0 or len(col_ok) == 0:
+        return UnitResult(unit, out, hist)
+    c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
+    picked = src_cols[col_ok] - c0
+    with open_raster(plan.source) as dataset:
+        if plan.striped:
+            line = np.empty((1, c1 - c0), plan.dtype)
+            for k in row_ok:
+                dataset.read(1, window=Window(c0, int(src_rows[k]), c1 - c0, 1), out=line)
+                out[k, col_ok] = line[0, picked]
+                _count(line, hist)
+        else:
+            r0, r1 = int(src_rows[row_ok[0]]), int(src_rows[row_ok[-1]]) + 1
+            block = dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            sampled = block[src_rows[row_ok] - r0]
+            out[np.ix_(row_ok, col_ok)] = sampled[:, picked]
+            _count(sampled, hist)
+    return UnitResult(unit, out, hist)
+
+
+def _count(values: np.ndarray, hist: np.ndarray | None) -> None:
+    if hist is not None:
+        hist += np.bincount(values.ravel(), minlength=hist.shape[0])
+
+
+def warp_unit(plan: Plan, unit: Unit, resampling: Resampling) -> UnitResult:
+    """One output window through GDAL's warper (any CRS, any resolution ratio)."""
+    window = unit.window
+    out = np.full((int(window.height), int(window.width)), plan.nodata, plan.dtype)
+    with open_raster(plan.source) as dataset:
+        reproject(
+            source=rasterio.band(dataset, 1),
+            destination=out,
+            dst_transform=plan.target.crop(window).transform,
+            dst_crs=plan.target.crs,
+            dst_nodata=plan.nodata,
+            src_nodata=plan.nodata if plan.has_nodata else None,
+            resampling=resampling,
+            num_threads=1,
+            init_dest_nodata=True,
+        )
+    return UnitResult(unit, out, None)
+
+
+METHODS: dict[str, MethodSpec] = {
+    "near": MethodSpec(exact_near, Resampling.nearest, False, False),
+    "mode": MethodSpec(exact_mode, Resampling.mode, True, True),
+    "weighted-mode": MethodSpec(exact_mode, None, True, True),
+}
+"""Resampling methods by name; adding one is a function plus one line here."""
+
+
+def compute_unit(plan: Plan, unit: Unit) -> UnitResult:
+    """The exact path when the plan has a factor, else GDAL's warper."""
+    spec = METHODS[plan.method]
+    if plan.factor is not None:
+        return spec.exact(plan, unit)
+    if spec.resampling is None:  # refused earlier by the planner; kept as a guard
+        raise ValueError(f"method {plan.method!r} has no warp path")
+    return warp_unit(plan, unit, spec.resampling)
+
+
+class _Buffers:
+    """Reusable read buffers of one run: re-reading into warm memory skips page faults."""
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, rows: int, cols: int, dtype: str) -> np.ndarray:
+        size = rows * cols * np.dtype(dtype).itemsize
+        with self._lock:
+            for k, buffer in enumerate(self._free):
+                if buffer.nbytes >= size:
+                    flat = self._free.pop(k)
+                    break
+            else:
+                flat = np.empty(size, np.uint8)
+        return flat[:size].view(dtype).reshape(rows, cols)
+
+    def give(self, array: np.ndarray) -> None:
+        flat = array.base if array.base is not None else array
+        while flat.base is not None:
+            flat = flat.base
+        with self._lock:
+            self._free.append(flat)
+
+
+_POOLS: dict[str, _Buffers] = {}
+_POOLS_LOCK = threading.Lock()
+_POOLS_KEPT = 2
+
+
+def _pool(token: str) -> _Buffers:
+    with _POOLS_LOCK:
+        if token not in _POOLS:
+            while len(_POOLS) >= _POOLS_KEPT:  # a worker that never sees release_buffers
+                _POOLS.pop(next(iter(_POOLS)))
+            _POOLS[token] = _Buffers()
+        return _POOLS[token]
+
+
+def release_buffers(token: str) -> None:
+    """Free the read buffers of a finished run (in this process)."""
+    with _POOLS_LOCK:
+        _POOLS.pop(token, None)

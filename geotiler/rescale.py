@@ -1,0 +1,361 @@
+"""Rescale a class mask onto another grid (e.g. a 1 m mask onto a 10 m scene), out of core.
+
+:func:`rescale` plans output windows aligned to the source's block layout (full-width row bands
+for a strip-organised source, tile-aligned windows for a tiled one), computes them in parallel
+with Dask (local threads or a dask.distributed cluster: same graph, byte-identical output) and
+writes them from one writer, in order, as they arrive. Memory is bounded by ``memory_mb``, not by
+the size of the source. How a window is computed is in :mod:`geotiler.resampling`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import numpy as np
+import rasterio
+import rasterio.shutil
+from pydantic import Field, model_validator
+
+from geotiler.catalog import ClassTable
+from geotiler.config import StageSettings
+from geotiler.errors import InputError
+from geotiler.grid import Grid
+from geotiler.io import (
+    atomic_output,
+    block_layout,
+    check_output,
+    geotiff_profile,
+    open_raster,
+    read_class_table,
+    write_class_metadata,
+)
+from geotiler.parallel import use_scheduler
+from geotiler.resampling import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
+from geotiler.rescale_plan import Schedule, make_plan, plan_units
+
+log = logging.getLogger(__name__)
+
+Method = Literal["near", "mode", "weighted-mode"]
+Progress = Callable[[int], None]
+MIB = 1 << 20
+SAMPLE_PX = 4_000_000
+
+
+class RescaleSettings(StageSettings):
+    """Settings of the ``rescale`` stage (pipeline section ``rescale``)."""
+
+    method: Method = "mode"
+    factor: int | None = Field(default=None, ge=1, description="target = source zoomed out N x")
+    resolution: float | None = Field(default=None, gt=0, description="target pixel size")
+    class_weights: dict[str, float] = Field(
+        default_factory=dict, description="weighted-mode: class id or name -> weight (> 0)"
+    )
+    memory_mb: int = Field(default=256, ge=16, description="bound on source pixels in flight")
+    workers: int | None = Field(default=None, ge=1, description="threads (default: all CPUs)")
+    scheduler: str | None = None
+    cog: bool = False
+    compress: Literal["deflate", "lzw", "zstd", "none"] = "deflate"
+    block_px: int = Field(default=512, ge=16, multiple_of=16)
+    gdal_cache_mb: int = Field(default=64, ge=8)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RescaleSettings:
+        if self.factor is not None and self.resolution is not None:
+            raise ValueError("give factor or resolution, not both")
+        return self
+
+
+@dataclass(frozen=True)
+class RescaleResult:
+    """What a rescale wrote and measured."""
+
+    path: Path
+    source: Path
+    target: Grid
+    method: str
+    factor: int | None
+    source_px: int
+    seconds: float
+    nodata: int
+    source_counts: dict[int, int]
+    output_counts: dict[int, int]
+    source_sampled: bool
+    classes: ClassTable | None
+    notices: tuple[str, ...] = field(default=())
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.source_px / max(self.seconds, 1e-9) / 1e6
+
+    def shares(self) -> list[tuple[int, float, float]]:
+        """``(value, source share, output share)`` of every class value, nodata left out."""
+        values = sorted((set(self.source_counts) | set(self.output_counts)) - {self.nodata})
+        src_total = sum(self.source_counts.get(v, 0) for v in values) or 1
+        out_total = sum(self.output_counts.get(v, 0) for v in values) or 1
+        return [
+            (v, self.source_counts.get(v, 0) / src_total, self.output_counts.get(v, 0) / out_total)
+            for v in values
+        ]
+
+
+def target_grid(
+    source: Grid,
+    *,
+    like: str | os.PathLike[str] | None = None,
+    factor: int | None = None,
+    resolution: float | None = None,
+) -> Grid:
+    """The target grid: another raster's, the source zoomed out ``factor`` x, or a pixel size."""
+    choices = {"like": like, "factor": factor, "resolution": resolution}
+    given = [name for name, value in choices.items() if value is not None]
+    if len(given) != 1:
+        raise InputError(f"give exactly one of like, factor, resolution (got {given or 'none'})")
+    if like is not None:
+        return Grid.from_raster(like)
+    if factor is not None:
+        return source.zoom_out(factor)
+    return Grid.from_bounds(source.bounds, float(resolution or 0), source.crs)
+
+
+def rescale(
+    source: str | os.PathLike[str],
+    target: Grid,
+    out: str | os.PathLike[str],
+    *,
+    method: Method = "mode",
+    weights: Mapping[int, float] | None = None,
+    classes: ClassTable | None = None,
+    memory_mb: int = 256,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    cog: bool = False,
+    compress: str = "deflate",
+    block_px: int = 512,
+    gdal_cache_mb: int = 64,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RescaleResult:
+    """Resample the class raster ``source`` onto ``target`` and write it to ``out``.
+
+    Args:
+        source: single-band class raster (the mask).
+        target: the output grid; where the source does not cover it the output is nodata.
+        out: output GeoTIFF (COG with ``cog``); refused if it exists unless ``overwrite``.
+        method: ``near``, ``mode`` or ``weighted-mode`` (see :data:`geotiler.resampling.METHODS`).
+        weights: weighted-mode: weight per class value (others weigh 1).
+        classes: class table for colours and names when the source carries none.
+        memory_mb: bound on the source pixels held at once (sets the window size).
+        workers: local threads (default: all CPUs).
+        scheduler: ``threads``, ``synchronous`` or ``tcp://host:port`` of a Dask cluster.
+        cog: write a Cloud Optimized GeoTIFF with class-preserving overviews.
+        compress: output compression.
+        block_px: output tile size.
+        gdal_cache_mb: GDAL block cache while running (small is faster for one-pass reads).
+        overwrite: replace an existing ``out``.
+        progress: called with the number of source rows done since the last call.
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    check_output(out, overwrite=overwrite)
+    started = time.perf_counter()
+    with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb):
+        with open_raster(source) as dataset:
+            if Path(out).resolve() == Path(dataset.name).resolve():
+                raise InputError(f"{out}: the output would replace the source; choose another -o")
+            plan, notices = make_plan(dataset, target, method, weights or {}, classes)
+            table = classes or read_class_table(dataset)
+            colormap = _colormap(dataset) if table is None else None
+            layout = block_layout(dataset)
+        for notice in notices:
+            log.warning(notice)
+        with use_scheduler(scheduler, workers=workers) as client:
+            threads = _thread_count(client, scheduler, workers)
+            schedule = plan_units(plan, layout, memory_mb * MIB // (2 * threads), threads)
+            with atomic_output(out, overwrite=overwrite) as tmp:
+                profile = geotiff_profile(
+                    dtype=plan.dtype, nodata=plan.nodata, block_px=block_px, compress=compress
+                )
+                try:
+                    src_hist, out_hist = _write(tmp, plan, profile, schedule, threads, progress)
+                finally:
+                    release_buffers(plan.token)
+                _finish(tmp, table, colormap, cog=cog, method=method, compress=compress)
+        if plan.factor is None and plan.n_values:
+            src_hist = _sample_histogram(plan)
+    return RescaleResult(
+        path=Path(out),
+        source=Path(source),
+        target=target,
+        method=method,
+        factor=plan.factor,
+        source_px=schedule.source_px,
+        seconds=time.perf_counter() - started,
+        nodata=int(plan.nodata) if plan.n_values else 0,
+        source_counts=_nonzero(src_hist),
+        output_counts=_nonzero(out_hist),
+        source_sampled=plan.factor is None or not METHODS[method].counts_every_source_pixel,
+        classes=table,
+        notices=tuple(notices),
+    )
+
+
+# -- running and writing ----------------------------------------------------------------------
+
+
+def _thread_count(client: Any, scheduler: str | None, workers: int | None) -> int:
+    if client is not None:
+        return max(1, sum(client.nthreads().values()))
+    if scheduler == "synchronous":
+        return 1
+    return workers or os.cpu_count() or 1
+
+
+def _results(plan: Plan, units: Sequence[Unit], threads: int) -> Iterator[UnitResult]:
+    """Unit results in order; a few batches of units in flight bound the memory."""
+    batch = 2 * threads
+    task = dask.delayed(compute_unit, pure=True)
+    for start in range(0, len(units), batch):
+        chunk = units[start : start + batch]
+        keys = [f"rescale-{plan.token}-{start + n}" for n in range(len(chunk))]
+        tasks = [task(plan, unit, dask_key_name=key) for unit, key in zip(chunk, keys, strict=True)]
+        yield from dask.compute(*tasks)
+
+
+class _BlockRowWriter:
+    """Assembles unit results into whole rows of output blocks and writes each once, complete.
+
+    Writing whole compressed blocks once keeps the file compact: a block written in parts could
+    be flushed half-done and stored twice. Rows no unit covers are left to GDAL, which fills
+    blocks never written with the nodata value.
+    """
+
+    def __init__(self, dataset: Any, plan: Plan, units: Sequence[Unit]) -> None:
+        self.dataset = dataset
+        self.plan = plan
+        self.block_rows = int(dataset.block_shapes[0][0])
+        self.buffers: dict[int, np.ndarray] = {}
+        self.missing: dict[int, int] = {}
+        for unit in units:
+            for block, (lo, hi) in self._blocks(unit):
+                self.missing[block] = self.missing.get(block, 0) + (hi - lo) * (
+                    unit.col_stop - unit.col_start
+                )
+
+    def _blocks(self, unit: Unit) -> Iterator[tuple[int, tuple[int, int]]]:
+        first, last = unit.row_start // self.block_rows, (unit.row_stop - 1) // self.block_rows
+        for block in range(first, last + 1):
+            top = block * self.block_rows
+            yield block, (max(unit.row_start, top), min(unit.row_stop, top + self.block_rows))
+
+    def put(self, result: UnitResult) -> None:
+        unit, target = result.unit, self.plan.target
+        for block, (lo, hi) in self._blocks(unit):
+            top = block * self.block_rows
+            if block not in self.buffers:
+                height = min(self.block_rows, target.rows - top)
+                self.buffers[block] = np.full(
+                    (height, target.cols), self.plan.nodata, self.plan.dtype
+                )
+            buffer = self.buffers[block]
+            rows = slice(lo - unit.row_start, hi - unit.row_start)
+            buffer[lo - top : hi - top, unit.col_start : unit.col_stop] = result.data[rows]
+            self.missing[block] -= (hi - lo) * (unit.col_stop - unit.col_start)
+            if self.missing[block] == 0:
+                window = rasterio.windows.Window(0, top, target.cols, buffer.shape[0])
+                self.dataset.write(self.buffers.pop(block), 1, window=window)
+
+
+def _write(
+    path: Path,
+    plan: Plan,
+    profile: dict[str, Any],
+    schedule: Schedule,
+    threads: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    target = plan.target
+    src_hist = np.zeros(plan.n_values, np.int64)
+    out_hist = np.zeros(plan.n_values, np.int64)
+    profile = {
+        **profile,
+        "width": target.cols,
+        "height": target.rows,
+        "crs": target.crs,
+        "transform": target.transform,
+    }
+    with rasterio.open(path, "w", **profile) as dataset:
+        writer = _BlockRowWriter(dataset, plan, schedule.units)
+        results = _results(plan, schedule.units, threads)
+        for result, advance in zip(results, schedule.advances, strict=True):
+            writer.put(result)
+            if result.source_hist is not None:
+                src_hist += result.source_hist
+            if plan.n_values:
+                out_hist += np.bincount(result.data.ravel(), minlength=plan.n_values)
+            if progress is not None and advance:
+                progress(advance)
+    return src_hist, out_hist
+
+
+def _finish(
+    path: Path,
+    table: ClassTable | None,
+    colormap: dict[int, tuple[int, ...]] | None,
+    *,
+    cog: bool,
+    method: str,
+    compress: str,
+) -> None:
+    """Class metadata onto the written file, then (optionally) its COG copy in its place."""
+    if table is not None:
+        write_class_metadata(path, table)
+    elif colormap:
+        with rasterio.open(path, "r+") as dataset:
+            dataset.write_colormap(1, colormap)
+    if not cog:
+        return
+    staged = path.with_name(path.stem + ".staged.tif")
+    os.replace(path, staged)
+    sidecar = path.with_name(path.name + ".aux.xml")
+    if sidecar.exists():
+        os.replace(sidecar, staged.with_name(staged.name + ".aux.xml"))
+    try:
+        rasterio.shutil.copy(
+            staged,
+            path,
+            driver="COG",
+            compress=compress.upper(),
+            overview_resampling="NEAREST" if method == "near" else "MODE",
+            bigtiff="IF_SAFER",
+            num_threads="ALL_CPUS",
+        )
+    finally:
+        rasterio.shutil.delete(staged)
+
+
+def _colormap(dataset: Any) -> dict[int, tuple[int, ...]] | None:
+    try:
+        return dict(dataset.colormap(1))
+    except ValueError:
+        return None
+
+
+def _sample_histogram(plan: Plan) -> np.ndarray:
+    """A decimated read of the whole source (the warp path reads it through GDAL, uncounted)."""
+    rows, cols = plan.source_shape
+    step = max(1, math.ceil(math.sqrt(rows * cols / SAMPLE_PX)))
+    with open_raster(plan.source) as dataset:
+        data = dataset.read(1, out_shape=(max(1, rows // step), max(1, cols // step)))
+    return np.bincount(data.ravel(), minlength=plan.n_values)
+
+
+def _nonzero(hist: np.ndarray) -> dict[int, int]:
+    return {int(v): int(hist[v]) for v in np.flatnonzero(hist)}

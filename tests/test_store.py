@@ -1,0 +1,155 @@
+"""The tile store: resuming an interrupted run, refusing incomplete stores, and the CLI around it."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from geotiler.cli import app
+from geotiler.errors import OutputExistsError, StoreError
+from geotiler.store import TileStore
+from geotiler.tile import TileInputs, TileSettings, make_tiles
+from geotiler.tile_inputs import classes_from_values
+
+CLASSES_YAML = """
+nodata: 0
+classes:
+  - {id: 1, name: field, color: "#f2e35a"}
+  - {id: 2, name: forest, color: "#1e6b2a"}
+  - {id: 3, name: water, color: "#1f78d1", tags: [water]}
+"""
+
+
+@pytest.fixture
+def two_seasons(write_raster, blobby_mask, tmp_path):
+    rng = np.random.default_rng(2)
+    mask = blobby_mask(160, 128, classes=3, nodata_fraction=0.2)
+    # One-row strips: each band of tile rows is one unit, so a crash can fall between units.
+    april = write_raster(
+        "april.tif", rng.integers(0, 999, (3, 160, 128), np.uint16), layout="strip"
+    )
+    august = write_raster("august.tif", rng.integers(0, 999, (3, 160, 128), np.uint16))
+    mask_path = write_raster("mask.tif", mask, nodata=0)
+    classes = classes_from_values(mask_path, 0)
+    return TileInputs({"april": april, "august": august}, mask_path, classes)
+
+
+SETTINGS = TileSettings(size=32, overlap=8, shard_tiles=5, filters=("dominant:0.9",))
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def _crash_after(calls: int):
+    seen = []
+
+    def progress(n: int) -> None:
+        seen.append(n)
+        if len(seen) > calls:
+            raise Crash
+
+    return progress
+
+
+def test_interrupted_run_resumes_to_the_same_store(two_seasons, tmp_path) -> None:
+    reference = make_tiles(two_seasons, tmp_path / "ref.zarr", SETTINGS)
+    target = tmp_path / "t.zarr"
+    with pytest.raises(Crash):
+        make_tiles(
+            two_seasons, target, SETTINGS, progress=_crash_after(6), command="geotiler tile x"
+        )
+    with pytest.raises(StoreError, match="incomplete.*re-run `geotiler tile x`"):
+        TileStore.open(target)
+    resumed_calls: list[int] = []
+    store = make_tiles(two_seasons, target, SETTINGS, progress=resumed_calls.append)
+    assert resumed_calls[0] > 0, "the resumed run started from scratch"
+    assert len(store) == len(reference)
+    assert store.index.equals(reference.index)
+    for i in range(len(store)):
+        for ours, theirs in zip(store.read(i), reference.read(i), strict=True):
+            assert np.array_equal(ours, theirs)
+
+
+def test_store_is_sharded_and_follows_the_reader_contract(two_seasons, tmp_path) -> None:
+    store = make_tiles(two_seasons, tmp_path / "t.zarr", SETTINGS)
+    shards = list((tmp_path / "t.zarr" / "images").rglob("c/*/*/*/*"))
+    assert 0 < len(shards) <= -(-len(store) // 5)
+    assert store.scenes == ("april", "august")
+    assert store.num_classes == 4 and store.nodata == 0
+    assert store.image_dtype == np.uint16 and store.bands == ("band1", "band2", "band3")
+    kept = store.indices()
+    assert set(store.index.verdict[kept]) == {"keep"}
+    by_split = [store.indices(s) for s in ("train", "val", "test")]
+    assert sorted(np.concatenate(by_split).tolist()) == kept.tolist()
+    assert np.all(store.sampling_weights(kept) == 1.0)
+    assert store.class_weights is None
+    image, mask = pickle.loads(pickle.dumps(store)).read(int(kept[0]))
+    assert image.shape == (3, 32, 32) and mask.dtype == np.uint8
+
+
+def test_complete_store_is_not_overwritten_without_asking(two_seasons, tmp_path) -> None:
+    make_tiles(two_seasons, tmp_path / "t.zarr", SETTINGS)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        make_tiles(two_seasons, tmp_path / "t.zarr", SETTINGS)
+    assert len(make_tiles(two_seasons, tmp_path / "t.zarr", SETTINGS, overwrite=True)) > 0
+
+
+def test_cli_tiles_filters_exports_and_reports(two_seasons, runner, tmp_path) -> None:
+    table = tmp_path / "classes.yaml"
+    table.write_text(CLASSES_YAML)
+    scenes = [str(p) for p in two_seasons.scenes.values()]
+    out, index = tmp_path / "cli.zarr", tmp_path / "tiles.gpkg"
+    args = ["tile", *scenes, "--mask", str(two_seasons.mask), "--classes", str(table)]
+    args += ["--size", "32", "--filter", "water-only", "--balance", "inverse", "-o", str(out)]
+    result = runner.invoke(app, [*args, "--index", str(index)])
+    assert result.exit_code == 0, result.output
+    assert "kept in train" in result.output and "forest" in result.output
+    store = TileStore.open(out)
+    assert store.classes.names[3] == "water" and store.class_weights is not None
+    water = store.index.class_3 == store.index[["class_1", "class_2", "class_3"]].sum(axis=1)
+    assert (store.index.verdict[water] == "water-only:1").all()
+    import geopandas as gpd
+
+    assert len(gpd.read_file(index)) == len(store)
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "kept in train" in info.output
+    refiltered = runner.invoke(app, ["filter", str(out), "--no-filters", "--quiet"])
+    assert refiltered.exit_code == 0, refiltered.output
+    assert "water-only:1" not in set(TileStore.open(out).index.verdict)
+
+
+def test_cli_empty_result_after_filtering_is_a_clear_error(two_seasons, runner, tmp_path) -> None:
+    table = tmp_path / "classes.yaml"
+    table.write_text(CLASSES_YAML)
+    scenes = [str(p) for p in two_seasons.scenes.values()]
+    args = ["tile", *scenes, "--mask", str(two_seasons.mask), "--classes", str(table)]
+    result = runner.invoke(app, [*args, "--size", "32", "--filter", "water-only:0", "-o", "x"])
+    assert result.exit_code == 1
+    assert "no training tile left" in result.output and "water-only:0" in result.output
+
+
+def test_cli_refuses_a_mask_on_another_grid(write_raster, blobby_mask, runner, tmp_path) -> None:
+    scene = write_raster("s.tif", np.zeros((2, 64, 64), np.uint16))
+    mask = write_raster("m.tif", blobby_mask(640, 640), resolution=1.0)
+    result = runner.invoke(app, ["tile", str(scene), "--mask", str(mask), "--size", "32"])
+    assert result.exit_code == 1
+    assert "not on the scene grid" in result.output and "geotiler rescale" in result.output
+
+
+def test_cli_refuses_scenes_with_different_band_counts(write_raster, blobby_mask, runner) -> None:
+    a = write_raster("a.tif", np.zeros((2, 64, 64), np.uint16))
+    b = write_raster("b.tif", np.zeros((3, 64, 64), np.uint16))
+    mask = write_raster("m.tif", blobby_mask(64, 64), nodata=0)
+    result = runner.invoke(app, ["tile", str(a), str(b), "--mask", str(mask), "--size", "32"])
+    assert result.exit_code == 1
+    assert "3 bands" in result.output and "2 of uint16" in result.output
+
+
+def test_cli_missing_mask_says_to_rescale(write_raster, runner, tmp_path: Path) -> None:
+    scene = write_raster("s.tif", np.zeros((2, 64, 64), np.uint16))
+    result = runner.invoke(app, ["tile", str(scene), "--mask", str(tmp_path / "none.tif")])
+    assert result.exit_code == 1 and "geotiler rescale" in result.output

@@ -1,4 +1,4 @@
-"""The tile store: resuming an interrupted run, refusing incomplete stores, and the CLI around it."""
+"""The tile store: resuming interrupted runs, refusing incomplete stores, and the CLI on top."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_interrupted_run_resumes_to_the_same_store(two_seasons, tmp_path) -> Non
         make_tiles(
             two_seasons, target, SETTINGS, progress=_crash_after(6), command="geotiler tile x"
         )
-    with pytest.raises(StoreError, match="incomplete.*re-run `geotiler tile x`"):
+    with pytest.raises(StoreError, match=r"incomplete.*re-run `geotiler tile x`"):
         TileStore.open(target)
     resumed_calls: list[int] = []
     store = make_tiles(two_seasons, target, SETTINGS, progress=resumed_calls.append)

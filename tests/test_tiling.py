@@ -72,7 +72,7 @@ def test_tiles_equal_their_scene_windows_and_count_their_classes(scene_and_mask,
 
 
 def test_band_statistics_are_over_valid_training_pixels(scene_and_mask, tmp_path) -> None:
-    scene, mask, scene_path, mask_path = scene_and_mask
+    _, _, scene_path, mask_path = scene_and_mask
     inputs = TileInputs({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
     store = make_tiles(inputs, tmp_path / "t.zarr", TileSettings(size=50, split="block:1,0,0"))
     pixels = [store.read(int(i)) for i in store.indices("train")]

@@ -9,6 +9,7 @@ first use).
 
 from __future__ import annotations
 
+from geotiler.synthetic.dataset import ensure_demo, is_current, synthesize
 from geotiler.synthetic.generate import FileNames, SynthResult, generate
 
-__all__ = ["FileNames", "SynthResult", "generate"]
+__all__ = ["FileNames", "SynthResult", "ensure_demo", "generate", "is_current", "synthesize"]

@@ -264,9 +264,9 @@ def _stream(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: list[Any] = []
         for window in windows:
-            pending.append(pool.submit(renderer.render, window))
-            if len(pending) > workers:
+            if len(pending) == workers:
                 sink(pending.pop(0).result())
+            pending.append(pool.submit(renderer.render, window))
         for future in pending:
             sink(future.result())
 

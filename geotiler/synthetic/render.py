@@ -7,11 +7,13 @@ seed and pixel positions only: any window size, in any order or in parallel, giv
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import rasterio
 import shapely
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
@@ -19,6 +21,10 @@ from geotiler.grid import Grid
 from geotiler.synthetic.clouds import Clouds, apply_clouds, cloud_layers, cloud_mask
 from geotiler.synthetic.landscape import Landscape
 from geotiler.synthetic.spectra import N_CLASSES, SceneStyle, to_uint16
+
+# rasterize() reads the transform of its scratch in-memory raster before setting it, which warns
+# (spuriously) when called from worker threads; the burned pixels are right either way.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.features")
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,10 @@ class Renderer:
         f = self.factor
         rows, cols = classes.shape
         h, w = rows // f, cols // f
-        block = (np.arange(rows) // f)[:, None] * w + (np.arange(cols) // f)[None, :]
+        index = np.int64 if h * w * N_CLASSES >= 2**31 else np.int32
+        block = (np.arange(rows, dtype=index) // f)[:, None] * w + (
+            np.arange(cols, dtype=index) // f
+        )[None, :]
         key = (block * N_CLASSES + classes).ravel()
         size = h * w * N_CLASSES
         counts = np.bincount(key, minlength=size).astype(np.float32).reshape(h, w, N_CLASSES)

@@ -47,7 +47,7 @@ class Clouds:
 def plan_clouds(extent_m: float, fraction: float, *, seed: int, season_index: int) -> Clouds:
     """Cloud clusters covering about ``fraction`` of the extent."""
     rng = np.random.default_rng([seed, 3, season_index])
-    scale = float(np.clip(extent_m / 10240.0, 0.1, 1.0))
+    scale = float(np.clip(extent_m / 10240.0, 0.25, 1.0))
     texture = Waves.random(rng, wavelengths=(150.0 * scale, 700.0 * scale))
     heading = np.deg2rad(rng.uniform(120, 150))
     length = rng.uniform(400, 800) * scale

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,10 +39,25 @@ REQUIRED = ("state_dict", "model", "bands", "band_mean", "band_std", "classes", 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus format markers) atomically to ``path``."""
-    content = {"format": FORMAT, "version": VERSION, "geotiler_version": __version__, **payload}
+    content = _plain(
+        {"format": FORMAT, "version": VERSION, "geotiler_version": __version__, **payload}
+    )
     with atomic_output(path, overwrite=True) as temporary:
         torch.save(content, temporary)
     return path
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars/arrays and tuples to Python values, so ``weights_only`` loading accepts them."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

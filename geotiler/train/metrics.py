@@ -101,7 +101,7 @@ class Scores:
 
 
 def _ratio(num: float, den: float) -> float:
-    return num / den if den > 0 else math.nan
+    return float(num / den) if den > 0 else math.nan
 
 
 def scores_from_confusion(

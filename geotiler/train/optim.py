@@ -76,7 +76,9 @@ def build_schedule(
         return Schedule(
             CosineAnnealingLR(optimizer, steps, eta_min=settings.lr * 0.01), per_batch=True
         )
-    if name == "onecycle":
-        cycle = OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps, pct_start=0.2)
+    if name == "onecycle" and steps >= 3:
+        # Warm up over 20% of the steps, but over at least 1.5 steps so both phases exist.
+        warmup = min(0.5, max(0.2, 1.5 / steps))
+        cycle = OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps, pct_start=warmup)
         return Schedule(cycle, per_batch=True)
     return Schedule(None, per_batch=False)

@@ -168,8 +168,6 @@ class _Run:
                 self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
             )
         saved = previous.get("resume") or {}
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scaler.load_state_dict(saved.get("scaler") or {})
         self.state = _State(
             epoch=int(previous["epoch"]),
             best_miou=float(previous["best"]["val_miou"]),
@@ -177,15 +175,18 @@ class _Run:
             best_metrics=dict(previous["best"]),
             bad_epochs=int(saved.get("bad_epochs", 0)),
         )
+        self.scaler.load_state_dict(saved.get("scaler") or {})
         torch.set_rng_state(saved["rng"]["torch"])
-        same_length = int(previous["settings"]["epochs"]) == epochs
-        if same_length:
+        if int(previous["settings"]["epochs"]) == epochs:
+            # Build first: a new scheduler resets the learning rate the optimiser state restores.
             schedule = build_schedule(
                 self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
             )
+            self.optimizer.load_state_dict(saved["optimizer"])
             schedule.load_state_dict(saved.get("scheduler") or {})
             return schedule
         # A longer (or shorter) run: schedule the remaining epochs afresh.
+        self.optimizer.load_state_dict(saved["optimizer"])
         left = max(1, epochs - self.state.epoch)
         return build_schedule(self.optimizer, self.settings, epochs=left, steps_per_epoch=steps)
 

@@ -1,0 +1,163 @@
+"""The training loop: run files, checkpoint round trip, reproducibility, resume, failures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from geotiler.catalog import ClassTable
+from geotiler.errors import InputError, OutputExistsError, TrainingError
+from geotiler.train.checkpoint import load_checkpoint
+from geotiler.train.run_files import read_metrics
+from geotiler.train.settings import TrainSettings
+from geotiler.train.trainer import Callbacks, EpochReport, train
+
+TIMING = {"seconds", "tiles_per_s"}
+
+
+@pytest.fixture
+def tiny_preset(tmp_path: Path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("architecture: unet\narguments: {widths: [4, 8, 16]}\n")
+    return str(path)
+
+
+def _settings(preset: str, **changes: Any) -> TrainSettings:
+    base = {"model": preset, "epochs": 3, "batch_size": 4, "lr": 0.01, "seed": 5}
+    return TrainSettings(**{**base, **changes})
+
+
+def _rows(run: Path) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run / "metrics.csv")
+    ]
+
+
+def test_a_run_writes_self_describing_checkpoints(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    reports: list[EpochReport] = []
+    result = train(
+        fake_store, tmp_path / "run", _settings(tiny_preset, epochs=2),
+        callbacks=Callbacks(on_epoch_end=reports.append),
+    )  # fmt: skip
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {
+        "best.pt", "last.pt", "metrics.csv", "confusion_matrix.csv", "confusion_matrix.png"
+    }  # fmt: skip
+    assert [r.epoch for r in reports] == [1, 2] and result.epochs_run == 2
+    assert len(read_metrics(run / "metrics.csv")) == 2
+    raw = torch.load(run / "last.pt", weights_only=True)
+    assert raw["bands"] == ["B02", "B03", "B04"] and raw["tile_size"] == 36
+    assert raw["model"]["architecture"] == "unet" and raw["settings"]["epochs"] == 2
+    assert raw["best"]["epoch"] == result.best_epoch
+    assert raw["best"]["val_miou"] == pytest.approx(result.best.miou, rel=1e-5)
+    model, meta = load_checkpoint(run / "last.pt")
+    assert isinstance(meta["classes"], ClassTable) and meta["classes"].names[2] == "forest"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, raw["state_dict"][key])
+    image = torch.randn(1, 3, 36, 36)
+    with torch.no_grad():
+        assert model(image).shape == (1, 4, 36, 36)
+
+
+def test_same_seed_same_metrics_and_resume_continues_exactly(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    settings = _settings(tiny_preset, epochs=3)
+    train(fake_store, tmp_path / "full", settings)
+
+    def interrupt(report: EpochReport) -> None:
+        if report.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fake_store, tmp_path / "cut", settings, callbacks=Callbacks(on_epoch_end=interrupt))
+    _same(_rows(tmp_path / "cut"), _rows(tmp_path / "full")[:2])
+    result = train(fake_store, tmp_path / "cut", settings, resume=True)
+    assert result.epochs_run == 3
+    full, resumed = _rows(tmp_path / "full"), _rows(tmp_path / "cut")
+    assert len(resumed) == 3
+    _same(resumed, full)
+
+
+def _same(rows: list[dict[str, float]], expected: list[dict[str, float]]) -> None:
+    assert len(rows) == len(expected)
+    for row, want in zip(rows, expected, strict=True):
+        assert row == pytest.approx(want, rel=1e-5, nan_ok=True)
+
+
+def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    fake_store: Path, tiny_preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from geotiler.train import trainer
+
+    real = trainer.build_loss
+    calls = {"n": 0}
+
+    def poisoned(spec: str, ctx: Any) -> Any:
+        loss = real(spec, ctx)
+
+        def compute(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            value = loss(logits, target)
+            return value * math.nan if calls["n"] > 8 else value  # epoch 2, 2nd batch
+
+        return compute
+
+    monkeypatch.setattr(trainer, "build_loss", poisoned)
+    with pytest.raises(
+        TrainingError, match=r"loss became NaN/inf in epoch 2; .*last.pt keeps epoch 1"
+    ):
+        train(fake_store, tmp_path / "run", _settings(tiny_preset, epochs=3))
+    _, meta = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert meta["epoch"] == 1
+
+
+def test_resume_refuses_a_corrupt_checkpoint(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        train(fake_store, run, _settings(tiny_preset), resume=True)
+
+
+def test_an_existing_run_is_kept_unless_overwrite(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(fake_store, run, _settings(tiny_preset, epochs=1))
+    train(fake_store, run, _settings(tiny_preset, epochs=1), overwrite=True)
+    assert (run / "best.pt").is_file()
+
+
+def test_early_stopping_ends_a_run_that_stopped_improving(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    settings = _settings(tiny_preset, epochs=6, lr=1e-9, scheduler="none", early_stopping=1)
+    result = train(fake_store, tmp_path / "run", settings)
+    assert result.stopped_early and result.epochs_run < 6
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler"), [("sgd", "plateau"), ("adam", "step"), ("adamw", "cosine")]
+)
+def test_optimisers_and_schedules_train_and_checkpoint(
+    fake_store: Path, tiny_preset: str, tmp_path: Path, optimizer: str, scheduler: str
+) -> None:
+    settings = _settings(
+        tiny_preset, epochs=1, optimizer=optimizer, scheduler=scheduler, loss="focal:2+jaccard",
+        class_weights=True,
+    )  # fmt: skip
+    train(fake_store, tmp_path / "run", settings)
+    raw = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert raw["settings"]["optimizer"] == optimizer

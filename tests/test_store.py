@@ -127,7 +127,9 @@ def test_cli_empty_result_after_filtering_is_a_clear_error(two_seasons, runner, 
     table.write_text(CLASSES_YAML)
     scenes = [str(p) for p in two_seasons.scenes.values()]
     args = ["tile", *scenes, "--mask", str(two_seasons.mask), "--classes", str(table)]
-    result = runner.invoke(app, [*args, "--size", "32", "--filter", "water-only:0", "-o", "x"])
+    result = runner.invoke(
+        app, [*args, "--size", "32", "--filter", "water-only:0", "-o", str(tmp_path / "x.zarr")]
+    )
     assert result.exit_code == 1
     assert "no training tile left" in result.output and "water-only:0" in result.output
 

@@ -187,9 +187,11 @@ class _Display:
 def _summary(result: Any) -> None:
     best = result.best
     table = Table(
-        title=f"{result.run_dir}: best epoch {result.best_epoch} of {result.epochs_run}"
+        title=f"best epoch {result.best_epoch} of {result.epochs_run}"
         + (" (stopped early)" if result.stopped_early else ""),
         title_justify="left",
+        caption=f"checkpoints and metrics.csv in {result.run_dir}",
+        caption_justify="left",
     )
     for column in ("id", "class", "IoU", "Dice/F1", "precision", "recall", "pixels"):
         table.add_column(column, justify="left" if column == "class" else "right")

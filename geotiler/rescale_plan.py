@@ -79,7 +79,7 @@ def make_plan(
         )
     _check_overlap(grid, target, name)
     nodata, has_nodata = _nodata(dataset, classes, notices)
-    col, row = ~grid.transform * (target.transform.c, target.transform.f)
+    col, row = ~grid.transform @ (target.transform.c, target.transform.f)
     row_off, col_off = round(row), round(col)
     plan = Plan(
         source=name,
@@ -147,14 +147,24 @@ def plan_units(plan: Plan, layout: BlockLayout, unit_bytes: int, threads: int) -
     j_lo, j_hi = max(0, -plan.col_off // f), min(plan.target.cols, -((plan.col_off - cols) // f))
     itemsize = np.dtype(plan.dtype).itemsize
     src_cols = min(cols, plan.col_off + j_hi * f) - max(0, plan.col_off + j_lo * f)
+    enough = 4 * threads  # windows wanted at least, to keep every thread busy
     if layout.striped:
         per_row = src_cols * itemsize * (1 if plan.method == "near" else f)
-        step_rows, step_cols = _divisor_step(unit_bytes // per_row), j_hi - j_lo
+        by_memory = max(1, unit_bytes // per_row)
+        step_rows = _divisor_step(min(by_memory, -(-(i_hi - i_lo) // enough)))
+        step_cols = j_hi - j_lo
     else:
         side = int(math.sqrt(unit_bytes / itemsize)) // f
-        step_rows = _multiple(side, math.lcm(f, layout.block_rows) // f)
-        step_cols = _multiple(side, math.lcm(f, layout.block_cols) // f)
-    step_rows = max(1, min(step_rows, -(-(i_hi - i_lo) // (4 * threads))))
+        align_rows = math.lcm(f, layout.block_rows) // f
+        align_cols = math.lcm(f, layout.block_cols) // f
+        step_rows, step_cols = _multiple(side, align_rows), _multiple(side, align_cols)
+        while _count(i_hi - i_lo, step_rows) * _count(j_hi - j_lo, step_cols) < enough:
+            if step_rows > align_rows and step_rows >= step_cols:
+                step_rows = _multiple(step_rows // 2, align_rows)
+            elif step_cols > align_cols:
+                step_cols = _multiple(step_cols // 2, align_cols)
+            else:
+                break
     units, advances = [], []
     for i0 in range(i_lo, i_hi, step_rows):
         i1 = min(i0 + step_rows, i_hi)
@@ -194,6 +204,10 @@ def _divisor_step(rows: int, block: int = 512) -> int:
 
 def _multiple(value: int, step: int) -> int:
     return max(step, value - value % step)
+
+
+def _count(size: int, step: int) -> int:
+    return -(-size // step)
 
 
 def _fmt(bounds: tuple[float, float, float, float]) -> str:

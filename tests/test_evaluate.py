@@ -82,3 +82,31 @@ def test_grids_must_match(write_raster, tmp_path) -> None:
     other = write_raster("shifted.tif", np.ones((4, 4), np.uint8), origin=(250000.0, 4780000.0))
     with pytest.raises(GridMismatchError, match="rescale it first"):
         evaluate(pred, other, tmp_path / "r", classes=CLASSES)
+
+
+def test_finer_truth_is_rescaled_with_mode_first(runner, write_raster, tmp_path) -> None:
+    from geotiler.cli import app
+
+    coarse = np.array([[1, 2], [3, 3]], np.uint8)
+    fine = np.kron(coarse, np.ones((10, 10), np.uint8))
+    fine[0:3, :] = 2  # a minority inside block (0, 0): mode keeps class 1
+    pred = write_raster("pred.tif", coarse, nodata=0, resolution=10.0)
+    truth = write_raster("truth_1m.tif", fine, nodata=0, resolution=1.0)
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(pred),
+            "--truth",
+            str(truth),
+            "-o",
+            str(tmp_path / "r"),
+            "--classes",
+            "catalonia12",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert metrics["pixel_accuracy"] == 1.0
+    assert metrics["pixels_scored"] == 4

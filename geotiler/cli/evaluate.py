@@ -12,9 +12,9 @@ from rich.table import Table
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
-from geotiler.evaluate import RescaleHook
 from geotiler.evaluate import evaluate as run_evaluate
 from geotiler.grid import Grid
+from geotiler.rescale import rescale
 
 
 @app.command()
@@ -57,7 +57,7 @@ def evaluate(
             report,
             classes=table,
             scene=scene,
-            rescale=_rescale_hook(),
+            rescale=_mode_rescale,
             progress=advance,
         )
     if quiet:
@@ -72,9 +72,10 @@ def evaluate(
             f"{entry['support']:,}",
         )
     console.print(summary)
+    metrics = result.metrics
     console.print(
-        f"mIoU {_pct(result.metrics['miou'])}, pixel accuracy {_pct(result.metrics['pixel_accuracy'])}"
-        f", macro F1 {_pct(result.metrics['macro_f1'])}; report in {result.report_dir}"
+        f"mIoU {_pct(metrics['miou'])}, pixel accuracy {_pct(metrics['pixel_accuracy'])}, "
+        f"macro F1 {_pct(metrics['macro_f1'])}; report in {result.report_dir}"
     )
 
 
@@ -82,9 +83,5 @@ def _pct(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def _rescale_hook() -> RescaleHook | None:
-    try:
-        from geotiler.rescale import rescale_to_grid  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return rescale_to_grid  # type: ignore[no-any-return]
+def _mode_rescale(truth: Path, grid: Grid, out: Path) -> Path:
+    return rescale(truth, grid, out, method="mode", overwrite=True).path

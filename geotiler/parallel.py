@@ -41,8 +41,24 @@ def use_scheduler(scheduler: str | None = None, *, workers: int | None = None) -
         raise InputError(
             f"unknown scheduler {name!r}: use threads, synchronous or a tcp://host:port address"
         )
-    options: dict[str, Any] = {"scheduler": name}
+    # The scheduler function itself, not its name: dask imports dask.distributed (~0.3 s) to look
+    # for a client whenever the scheduler is given by name.
+    options: dict[str, Any] = {"scheduler": _local_get(name)}
     if workers is not None and name == "threads":
         options["num_workers"] = workers
     with dask.config.set(**options):
         yield None
+
+
+def _local_get(name: str) -> Any:
+    if name == "threads":
+        import dask.threaded
+
+        return dask.threaded.get
+    if name == "synchronous":
+        import dask.local
+
+        return dask.local.get_sync
+    import dask.multiprocessing
+
+    return dask.multiprocessing.get

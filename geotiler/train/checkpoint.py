@@ -48,7 +48,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def _plain(value: Any) -> Any:
-    """Numpy scalars/arrays and tuples to Python values, so ``weights_only`` loading accepts them."""
+    """Numpy scalars/arrays and tuples as Python values (what ``weights_only`` loading accepts)."""
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -22,7 +22,7 @@ class TrainSettings(StageSettings):
 
     model: str = Field(default="unet-small", description="preset name or path to a preset YAML")
     epochs: int = Field(default=12, ge=1)
-    batch_size: int = Field(default=16, ge=1)
+    batch_size: int = Field(default=4, ge=1)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     optimizer: OptimizerName = "adamw"

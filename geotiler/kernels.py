@@ -48,7 +48,9 @@ def mode_kernel(
     rows, cols = src.shape
     counts = np.zeros(hist.shape[0], dtype=np.int64)
     seen = np.empty(factor * factor, dtype=np.int64)
-    skipped = 0
+    scale = weights.copy()
+    if has_nodata:
+        scale[nodata] = 0.0  # counted for the histogram, never a winner
     for i in range(out.shape[0]):
         r_lo = max(row0 + i * factor, 0)
         r_hi = min(row0 + (i + 1) * factor, rows)
@@ -58,49 +60,41 @@ def mode_kernel(
             best = nodata
             best_score = 0.0
             n_seen = 0
+            # A run of one value (in the block's row-major order, across its rows) changes only
+            # that value's score, so a run is added at once: the running mode after it is the
+            # same as after adding its pixels one by one. Blobby masks are mostly long runs.
+            run_value = src[r_lo, c_lo] if r_lo < r_hi and c_lo < c_hi else 0
+            run = 0
             for r in range(r_lo, r_hi):
-                # A run of one value changes only that value's score, so a run is added at once:
-                # the running mode after it is the same as after adding its pixels one by one.
-                run_value = -1
-                run = 0
                 for c in range(c_lo, c_hi):
                     v = src[r, c]
                     if v == run_value:
                         run += 1
                         continue
-                    if run:
-                        n = counts[run_value]
-                        if n == 0:
-                            seen[n_seen] = run_value
-                            n_seen += 1
-                        n += run
-                        counts[run_value] = n
-                        score = n * weights[run_value]
-                        if score > best_score:
-                            best_score = score
-                            best = run_value
-                    if has_nodata and v == nodata:
-                        skipped += 1
-                        run_value = -1
-                        run = 0
-                    else:
-                        run_value = v
-                        run = 1
-                if run:
                     n = counts[run_value]
                     if n == 0:
                         seen[n_seen] = run_value
                         n_seen += 1
                     n += run
                     counts[run_value] = n
-                    score = n * weights[run_value]
+                    score = n * scale[run_value]
                     if score > best_score:
                         best_score = score
                         best = run_value
+                    run_value = v
+                    run = 1
+            if run:
+                n = counts[run_value]
+                if n == 0:
+                    seen[n_seen] = run_value
+                    n_seen += 1
+                n += run
+                counts[run_value] = n
+                score = n * scale[run_value]
+                if score > best_score:
+                    best = run_value
             out[i, j] = best
             for k in range(n_seen):
                 v = seen[k]
                 hist[v] += counts[v]
                 counts[v] = 0
-    if has_nodata:
-        hist[nodata] += skipped

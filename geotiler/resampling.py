@@ -28,7 +28,6 @@ from rasterio.windows import Window
 
 from geotiler.grid import Grid
 from geotiler.io import open_raster
-from geotiler.kernels import mode_kernel
 
 
 @dataclass(frozen=True)
@@ -94,6 +93,8 @@ class MethodSpec:
 
 def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule."""
+    from geotiler.kernels import mode_kernel  # numba loads in ~0.2 s: only when needed
+
     factor = plan.factor or 1
     rows, cols = plan.source_shape
     top = plan.row_off + unit.row_start * factor

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -15,6 +16,9 @@ from geotiler.catalog import Catalog, ClassInfo, ClassTable, describe_validation
 from geotiler.errors import CatalogError, InputError
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, read_class_table
+
+if TYPE_CHECKING:
+    from geotiler.tile import TileInputs
 
 # Colours for classes named only by their value (tab10-like, cycled).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -78,3 +82,46 @@ def with_nodata(table: ClassTable, nodata: int) -> ClassTable:
         return ClassTable.model_validate({**table.model_dump(), "nodata": nodata})
     except ValidationError as exc:
         raise InputError(f"--nodata {nodata}: {describe_validation_error(exc)}") from exc
+
+
+def tile_inputs(
+    catalog: Catalog,
+    name: str | None,
+    scenes: list[Path],
+    mask: Path | None,
+    classes: str | None,
+    nodata: int | None,
+) -> TileInputs:
+    """Scenes, mask, cloud masks, class table and band names from the arguments and catalog.
+
+    Scenes given on the command line need no catalog entry; without them the dataset's scenes
+    (generated first for a generated dataset) and the rescaled mask of its work directory are used.
+    """
+    from geotiler.synthetic import ensure_generated
+    from geotiler.tile import TileInputs
+
+    from_catalog = not scenes
+    dataset = catalog.dataset(name)
+    if from_catalog:
+        ensure_generated(catalog, name)
+    scene_paths = catalog.scene_paths(name) if from_catalog else {p.stem: p for p in scenes}
+    if len(scene_paths) != len(scenes or scene_paths):
+        raise InputError("scene file names repeat; give scenes with different names")
+    mask_path = mask or catalog.output_path("rescale", name)
+    if not mask_path.exists():
+        raise InputError(
+            f"{mask_path}: mask not found; run `geotiler rescale` first to put the mask on the "
+            "scene grid, or pass --mask"
+        )
+    table: ClassTable
+    if classes:
+        table = load_class_table(classes, catalog)
+    elif from_catalog:
+        table = catalog.dataset_classes(name)
+    else:
+        table = classes_of_mask(mask_path, nodata)
+    if nodata is not None and table.nodata != nodata:
+        table = with_nodata(table, nodata)
+    clouds = catalog.cloud_mask_paths(name) if from_catalog else {}
+    bands = dataset.bands if from_catalog else ()
+    return TileInputs(scene_paths, mask_path, table, clouds=clouds, bands=tuple(bands))

@@ -21,6 +21,7 @@ from geotiler.cli.options import (
 )
 from geotiler.config import load_pipeline, resolve_settings
 from geotiler.errors import CatalogError
+from geotiler.synthetic import ensure_generated
 
 if TYPE_CHECKING:
     from geotiler.catalog import Catalog, ClassTable
@@ -164,7 +165,7 @@ def _source(
         raise CatalogError(
             f"{cat.where}: dataset {name or cat.default_dataset!r} has no mask; give MASK"
         )
-    _ensure_generated(cat, name)
+    ensure_generated(cat, name)
     return path, cat.dataset_classes(name)
 
 
@@ -175,18 +176,8 @@ def _dataset_scene(cat: Catalog, name: str | None) -> Path:
             f"{cat.where}: dataset {name or cat.default_dataset!r} has no scenes to take the "
             "target grid from; give --like RASTER, --factor N or --resolution R"
         )
-    _ensure_generated(cat, name)
+    ensure_generated(cat, name)
     return next(iter(scenes.values()))
-
-
-def _ensure_generated(cat: Catalog, name: str | None) -> None:
-    if cat.dataset(name).synthetic is None:
-        return
-    try:  # the demo generator may be absent from a slimmed install
-        from geotiler.synthetic import ensure_demo
-    except ImportError:
-        return
-    ensure_demo(cat, name or cat.default_dataset)
 
 
 def _weights(

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from geotiler.catalog import Catalog, ClassTable
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import (
@@ -23,7 +22,7 @@ from geotiler.cli.options import (
     load_catalog,
 )
 from geotiler.config import load_pipeline, resolve_settings
-from geotiler.errors import GeotilerError, InputError
+from geotiler.errors import GeotilerError
 
 FilterOption = Annotated[
     list[str] | None,
@@ -117,6 +116,8 @@ def tile(
     }  # fmt: skip
     settings = resolve_settings(TileSettings, stage="tile", cli=cli, pipeline=pipeline)
     cat = load_catalog(catalog)
+    from geotiler.tile_inputs import tile_inputs
+
     inputs = tile_inputs(cat, name, scenes or [], mask, settings.classes, settings.nodata)
     target = output or cat.output_path("tile", name)
     positions = _positions(inputs, settings)
@@ -142,58 +143,6 @@ def parse_split_aoi(values: list[str] | None) -> dict[str, str] | None:
             )
         areas[split.strip()] = path.strip()
     return areas
-
-
-def tile_inputs(
-    catalog: Catalog,
-    name: str | None,
-    scenes: list[Path],
-    mask: Path | None,
-    classes: str | None,
-    nodata: int | None,
-) -> Any:
-    """Scenes, mask, cloud masks, class table and band names from the arguments and catalog."""
-    from geotiler.tile import TileInputs
-    from geotiler.tile_inputs import classes_of_mask, load_class_table, with_nodata
-
-    from_catalog = not scenes
-    dataset = catalog.dataset(name)
-    if from_catalog and dataset.synthetic is not None:
-        _ensure_demo(catalog, name)
-    scene_paths = catalog.scene_paths(name) if from_catalog else {p.stem: p for p in scenes}
-    if len(scene_paths) != len(scenes or scene_paths):
-        raise InputError("scene file names repeat; give scenes with different names")
-    mask_path = mask or catalog.output_path("rescale", name)
-    if not mask_path.exists():
-        raise InputError(
-            f"{mask_path}: mask not found; run `geotiler rescale` first to put the mask on the "
-            "scene grid, or pass --mask"
-        )
-    table: ClassTable
-    if classes:
-        table = load_class_table(classes, catalog)
-    elif from_catalog:
-        table = catalog.dataset_classes(name)
-    else:
-        table = classes_of_mask(mask_path, nodata)
-    if nodata is not None and table.nodata != nodata:
-        table = with_nodata(table, nodata)
-    clouds = catalog.cloud_mask_paths(name) if from_catalog else {}
-    bands = dataset.bands if from_catalog else ()
-    return TileInputs(scene_paths, mask_path, table, clouds=clouds, bands=tuple(bands))
-
-
-def _ensure_demo(catalog: Catalog, name: str | None) -> None:
-    missing = [p for p in catalog.scene_paths(name).values() if not p.exists()]
-    if not missing:
-        return
-    import importlib
-
-    try:  # the demo generator may be absent from a slimmed install
-        ensure_demo = importlib.import_module("geotiler.synthetic").ensure_demo
-    except (ImportError, AttributeError):
-        return
-    ensure_demo(catalog, name or catalog.default_dataset)
 
 
 def _positions(inputs: Any, settings: Any) -> int:

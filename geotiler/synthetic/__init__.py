@@ -9,7 +9,15 @@ first use).
 
 from __future__ import annotations
 
-from geotiler.synthetic.dataset import ensure_demo, is_current, synthesize
+from geotiler.synthetic.dataset import ensure_demo, ensure_generated, is_current, synthesize
 from geotiler.synthetic.generate import FileNames, SynthResult, generate
 
-__all__ = ["FileNames", "SynthResult", "ensure_demo", "generate", "is_current", "synthesize"]
+__all__ = [
+    "FileNames",
+    "SynthResult",
+    "ensure_demo",
+    "ensure_generated",
+    "generate",
+    "is_current",
+    "synthesize",
+]

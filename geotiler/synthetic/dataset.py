@@ -179,3 +179,10 @@ def _rebase(result: SynthResult, old: Path, new: Path) -> SynthResult:
         cloud_masks={k: move(v) for k, v in result.cloud_masks.items()},
         manifest=move(result.manifest),
     )
+
+
+def ensure_generated(catalog: Catalog, dataset_name: str | None = None) -> None:
+    """Generate a generated dataset's files if missing; a no-op for datasets of real files."""
+    name = dataset_name or catalog.default_dataset
+    if catalog.dataset(name).synthetic is not None:
+        ensure_demo(catalog, name)

@@ -1,0 +1,350 @@
+"""The whole chain for one dataset: rescale -> tile -> train -> predict -> evaluate.
+
+Each stage calls the same library function as its command, with settings resolved as everywhere
+(pipeline YAML section > catalog > default). After a stage succeeds, a stamp
+``<work_dir>/.stages/<stage>.json`` records a fingerprint of its settings, its input files (size
+and modification time) and the fingerprints of the stages before it. A stage whose output exists
+and whose fingerprint is unchanged is skipped, so a re-run only redoes what a change affects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from geotiler.catalog import Catalog
+from geotiler.config import StageSettings, resolve_settings
+from geotiler.errors import CatalogError
+from geotiler.grid import Grid
+from geotiler.synthetic import ensure_generated
+
+log = logging.getLogger(__name__)
+
+StageName = Literal["rescale", "tile", "train", "predict", "evaluate"]
+STAGES: tuple[StageName, ...] = ("rescale", "tile", "train", "predict", "evaluate")
+ProgressFactory = Callable[
+    [str, int, str], contextlib.AbstractContextManager[Callable[[int], None]]
+]
+
+
+@dataclass
+class StageReport:
+    stage: StageName
+    status: Literal["ran", "skipped"]
+    seconds: float
+    output: Path
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineReport:
+    dataset: str
+    stages: list[StageReport] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _no_progress(_: str, __: int, ___: str) -> Iterator[Callable[[int], None]]:
+    yield lambda _n: None
+
+
+def select_stages(start: str | None = None, only: Sequence[str] = ()) -> list[StageName]:
+    """The stages to force: ``only`` those, or all from ``start`` on (others run if out of date)."""
+    for name in [*(only or ()), *([start] if start else [])]:
+        if name not in STAGES:
+            raise CatalogError(f"unknown stage {name!r} (stages: {', '.join(STAGES)})")
+    if only:
+        return [s for s in STAGES if s in only]
+    if start:
+        return list(STAGES[STAGES.index(start) :])
+    return []
+
+
+def validate_pipeline(catalog: Catalog, pipeline: dict[str, Any]) -> None:
+    """Resolve every stage's settings, so a typo fails before any stage runs."""
+    name = pipeline.get("dataset") or catalog.default_dataset
+    catalog.dataset(name)
+    for runner in _RUNNERS.values():
+        runner.settings(catalog, name, pipeline)
+
+
+def run_pipeline(
+    catalog: Catalog,
+    pipeline: dict[str, Any],
+    *,
+    dataset: str | None = None,
+    force: Sequence[StageName] = (),
+    only: Sequence[StageName] = (),
+    progress: ProgressFactory = _no_progress,
+    on_stage: Callable[[StageReport], None] | None = None,
+) -> PipelineReport:
+    """Run the stages of ``pipeline`` for ``dataset``; ``only`` restricts, ``force`` re-runs."""
+    name = dataset or pipeline.get("dataset") or catalog.default_dataset
+    validate_pipeline(catalog, {**pipeline, "dataset": name})
+    ensure_generated(catalog, name)
+    report = PipelineReport(dataset=name)
+    upstream = ""
+    for stage in STAGES:
+        if only and stage not in only:
+            upstream = _stamp(catalog, name, stage).get("fingerprint", upstream)
+            continue
+        runner = _RUNNERS[stage]
+        settings = runner.settings(catalog, name, pipeline)
+        inputs = runner.inputs(catalog, name)
+        output = catalog.output_path(stage, name)
+        fingerprint = _fingerprint(stage, settings, inputs, upstream)
+        started = time.perf_counter()
+        if (
+            stage not in force
+            and output.exists()
+            and _stamp(catalog, name, stage).get("fingerprint") == fingerprint
+        ):
+            entry = StageReport(stage, "skipped", 0.0, output)
+        else:
+            _clear_stamp(catalog, name, stage)
+            details = runner.run(catalog, name, settings, output, progress)
+            entry = StageReport(stage, "ran", time.perf_counter() - started, output, details)
+            _write_stamp(catalog, name, stage, fingerprint, settings)
+        report.stages.append(entry)
+        if on_stage is not None:
+            on_stage(entry)
+        upstream = fingerprint
+    return report
+
+
+# -- fingerprints -------------------------------------------------------------------------------
+
+
+def _fingerprint(stage: str, settings: StageSettings, inputs: Sequence[Path], upstream: str) -> str:
+    files = []
+    for path in inputs:
+        stat = path.stat() if path.exists() else None
+        files.append(
+            [str(path), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]
+        )
+    payload = {"stage": stage, "settings": settings.model_dump(mode="json"), "inputs": files}
+    payload["upstream"] = upstream
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _stamp_path(catalog: Catalog, name: str, stage: str) -> Path:
+    return catalog.work_dir(name) / ".stages" / f"{stage}.json"
+
+
+def _stamp(catalog: Catalog, name: str, stage: str) -> dict[str, Any]:
+    path = _stamp_path(catalog, name, stage)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _clear_stamp(catalog: Catalog, name: str, stage: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _stamp_path(catalog, name, stage).unlink()
+
+
+def _write_stamp(
+    catalog: Catalog, name: str, stage: str, fingerprint: str, settings: StageSettings
+) -> None:
+    path = _stamp_path(catalog, name, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"fingerprint": fingerprint, "settings": settings.model_dump(mode="json")}
+    temporary = path.with_suffix(".partial")
+    temporary.write_text(json.dumps(body, indent=2), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+# -- the stages ---------------------------------------------------------------------------------
+
+
+class _Stage:
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        raise NotImplementedError
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        return []
+
+    def run(
+        self,
+        catalog: Catalog,
+        name: str,
+        settings: Any,
+        output: Path,
+        progress: ProgressFactory,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def _first_scene(catalog: Catalog, name: str) -> Path:
+    scenes = catalog.scene_paths(name)
+    if not scenes:
+        raise CatalogError(f"{catalog.where}: dataset {name!r} has no scenes")
+    return next(iter(scenes.values()))
+
+
+class _Rescale(_Stage):
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        from geotiler.rescale import RescaleSettings
+
+        return resolve_settings(RescaleSettings, stage="rescale", pipeline=pipeline)
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        mask = catalog.mask_path(name)
+        if mask is None:
+            raise CatalogError(f"{catalog.where}: dataset {name!r} has no mask to rescale")
+        return [mask, _first_scene(catalog, name)]
+
+    def run(
+        self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
+    ) -> dict[str, Any]:
+        from geotiler.cli.rescale import _weights
+        from geotiler.rescale import rescale, target_grid
+
+        mask, scene = self.inputs(catalog, name)
+        table = catalog.dataset_classes(name)
+        source_grid = Grid.from_raster(mask)
+        if settings.factor or settings.resolution:
+            target = target_grid(
+                source_grid, factor=settings.factor, resolution=settings.resolution
+            )
+        else:
+            target = Grid.from_raster(scene)
+        with progress("rescale", source_grid.rows, "rows") as advance:
+            result = rescale(
+                mask, target, output, method=settings.method,
+                weights=_weights(settings.class_weights, settings.method, table), classes=table,
+                memory_mb=settings.memory_mb, workers=settings.workers,
+                scheduler=settings.scheduler, cog=settings.cog, compress=settings.compress,
+                block_px=settings.block_px, gdal_cache_mb=settings.gdal_cache_mb,
+                overwrite=True, progress=advance,
+            )  # fmt: skip
+        return {"source Mpx/s": round(result.source_px / max(result.seconds, 1e-9) / 1e6, 1)}
+
+
+class _Tile(_Stage):
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        from geotiler.tile import TileSettings
+
+        return resolve_settings(TileSettings, stage="tile", pipeline=pipeline)
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        return [
+            *catalog.scene_paths(name).values(),
+            *catalog.cloud_mask_paths(name).values(),
+            catalog.output_path("rescale", name),
+        ]
+
+    def run(
+        self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
+    ) -> dict[str, Any]:
+        from geotiler.tile import make_tiles
+        from geotiler.tile_inputs import tile_inputs
+
+        inputs = tile_inputs(catalog, name, [], None, settings.classes, settings.nodata)
+        with progress("tile", 0, "tiles") as advance:
+            store = make_tiles(
+                inputs, output, settings, overwrite=True, progress=advance,
+                command=f"geotiler run --dataset {name}",
+            )  # fmt: skip
+        summary = store.attrs.get("decisions", {}).get("summary", {})
+        return {"tiles kept": summary.get("kept"), "dropped": summary.get("dropped", {})}
+
+
+class _Train(_Stage):
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        from geotiler.train.models import load_preset
+        from geotiler.train.settings import TrainSettings
+
+        chosen = (pipeline.get("train") or {}).get("model") or TrainSettings().model
+        base = dict(load_preset(chosen).train)
+        return resolve_settings(
+            TrainSettings, stage="train", pipeline=pipeline, dataset_defaults=base
+        )
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        return [catalog.output_path("tile", name) / "zarr.json"]
+
+    def run(
+        self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
+    ) -> dict[str, Any]:
+        from geotiler.train.trainer import Callbacks, train
+
+        with progress("train", settings.epochs, "epochs") as advance:
+            callbacks = Callbacks(on_epoch_end=lambda _report: advance(1))
+            result = train(
+                catalog.output_path("tile", name), output, settings, overwrite=True,
+                callbacks=callbacks,
+            )  # fmt: skip
+        return {"val mIoU": round(result.best.miou, 3), "best epoch": result.best_epoch}
+
+
+class _Predict(_Stage):
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        from geotiler.cli.predict import PredictSettings
+
+        return resolve_settings(PredictSettings, stage="predict", pipeline=pipeline)
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        return [_first_scene(catalog, name), catalog.output_path("train", name) / "best.pt"]
+
+    def run(
+        self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
+    ) -> dict[str, Any]:
+        from geotiler.inference import load_predictor
+        from geotiler.predict import predict_scene
+
+        scene, checkpoint = self.inputs(catalog, name)
+        predictor = load_predictor(checkpoint, device=settings.device)
+        with progress("predict", 0, "tiles") as advance:
+            result = predict_scene(
+                scene, output, predictor=predictor, classes=predictor.classes,
+                overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,
+                cog=settings.cog, overwrite=True, progress=advance,
+            )  # fmt: skip
+        return {
+            "tiles": result.tiles,
+            "tiles/s": round(result.tiles / max(result.seconds, 1e-9), 1),
+        }
+
+
+class EvaluateSettings(StageSettings):
+    quicklook: bool = True
+
+
+class _Evaluate(_Stage):
+    def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
+        return resolve_settings(EvaluateSettings, stage="evaluate", pipeline=pipeline)
+
+    def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        return [catalog.output_path("predict", name), catalog.output_path("rescale", name)]
+
+    def run(
+        self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
+    ) -> dict[str, Any]:
+        from geotiler.evaluate import evaluate
+
+        prediction, truth = self.inputs(catalog, name)
+        rows = Grid.from_raster(prediction).rows
+        with progress("evaluate", rows, "rows") as advance:
+            result = evaluate(
+                prediction, truth, output, scene=_first_scene(catalog, name), progress=advance
+            )
+        return {"mIoU": round(result.metrics["miou"], 3), "report": str(output)}
+
+
+_RUNNERS: dict[StageName, _Stage] = {
+    "rescale": _Rescale(),
+    "tile": _Tile(),
+    "train": _Train(),
+    "predict": _Predict(),
+    "evaluate": _Evaluate(),
+}

@@ -1,7 +1,7 @@
 """The Zarr v3 tile store: its layout, a resumable writer and the :class:`TileStore` reader.
 
 Layout (group at ``path``): ``images`` (N, B, S, S) in the scene dtype and ``masks`` (N, S, S)
-uint8, one tile per chunk and ``shard_tiles`` tiles per shard file, Blosc-zstd compressed;
+uint8, one tile per chunk and ``shard_tiles`` tiles per shard file, Blosc-LZ4 compressed;
 ``index/<name>`` per-tile arrays (scene, row, col, valid_px, cloudy_px, class_counts, band_sum,
 band_sumsq, then the decisions verdict, split, weight); root attrs under ``geotiler``.
 
@@ -41,8 +41,14 @@ STAT_ARRAYS = ("valid_px", "cloudy_px", "class_counts", "band_sum", "band_sumsq"
 
 
 def _compressor(itemsize: int) -> BloscCodec:
-    # zstd level 1 with bit shuffling: ~4x faster than level 3 and smaller on imagery.
-    return BloscCodec(cname="zstd", clevel=1, shuffle=BloscShuffle.bitshuffle, typesize=itemsize)
+    # LZ4 with bit shuffling: on uint16 imagery it encodes ~2.5x and decodes ~2x faster than
+    # zstd-1 (the writer's and the trainer's bottleneck) for 5-35% more bytes.
+    return BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.bitshuffle, typesize=itemsize)
+
+
+def _writable(array: Any) -> Any:
+    """``array`` writing every chunk: zarr's all-fill check cost a quarter of the write time."""
+    return array.with_config({"write_empty_chunks": True})
 
 
 def read_meta(path: Path) -> dict[str, Any] | None:
@@ -69,6 +75,7 @@ class StoreWriter:
         self.next_id = self.written - int(progress["skip"])
         self._pending: list[tuple[np.ndarray, TileBatch]] = []
         self._unit_first: dict[int, int] = {}
+        self._arrays = {name: _writable(group[name]) for name in ("images", "masks")}
         self.done = bool(progress.get("done", False))
 
     @classmethod
@@ -147,27 +154,35 @@ class StoreWriter:
         if skip < len(batch):
             kept = batch.take(skip) if skip else batch
             self._pending.append((np.full(len(kept), scene, np.int16), kept))
-        if self._queued() < self.shard_tiles:
-            return
-        # Join the queue once, then write every full shard from slices of it.
-        scenes = np.concatenate([s for s, _ in self._pending])
-        batches = [b for _, b in self._pending]
-        queued = batches[0] if len(batches) == 1 else TileBatch.concat(batches)
-        start = 0
-        while len(scenes) - start >= self.shard_tiles:
-            self._write(scenes, queued, start, start + self.shard_tiles)
-            start += self.shard_tiles
-        self._pending = [(scenes[start:], queued.take(start))] if start < len(scenes) else []
+        while self._queued() >= self.shard_tiles:
+            self._write_next(self.shard_tiles)
 
     def _queued(self) -> int:
         return sum(len(b) for _, b in self._pending)
 
+    def _write_next(self, count: int) -> None:
+        """Write the first ``count`` queued tiles (slices, joined only across batches)."""
+        parts: list[tuple[np.ndarray, TileBatch]] = []
+        while count:
+            scenes, batch = self._pending[0]
+            n = min(count, len(batch))
+            parts.append((scenes[:n], batch.take(0, n)))
+            if n == len(batch):
+                self._pending.pop(0)
+            else:
+                self._pending[0] = (scenes[n:], batch.take(n))
+            count -= n
+        if len(parts) == 1:
+            self._write(*parts[0])
+        else:
+            self._write(
+                np.concatenate([s for s, _ in parts]), TileBatch.concat([b for _, b in parts])
+            )
+
     def finish(self) -> int:
         """Write the last partial shard, trim the arrays to the tiles written; returns N."""
         if self._queued():
-            scenes = np.concatenate([s for s, _ in self._pending])
-            self._write(scenes, TileBatch.concat([b for _, b in self._pending]), 0, len(scenes))
-            self._pending = []
+            self._write_next(self._queued())
         total = self.written
         if total == 0:
             return 0
@@ -179,17 +194,17 @@ class StoreWriter:
         self._save_progress({"tiles_written": total, "unit": -1, "skip": 0, "done": True})
         return total
 
-    def _write(self, scenes: np.ndarray, batch: TileBatch, first: int, stop: int) -> None:
-        """Write tiles ``first:stop`` of the queue as the next ones of the store."""
-        start, end = self.written, self.written + stop - first
-        self.group["images"][start:end] = batch.images[first:stop]
-        self.group["masks"][start:end] = batch.masks[first:stop]
+    def _write(self, scenes: np.ndarray, batch: TileBatch) -> None:
+        """Write the tiles of ``batch`` as the next ones of the store."""
+        start, end = self.written, self.written + len(batch)
+        self._arrays["images"][start:end] = batch.images
+        self._arrays["masks"][start:end] = batch.masks
         index = self.group["index"]
-        index["scene"][start:end] = scenes[first:stop]
-        index["row"][start:end] = batch.rows[first:stop]
-        index["col"][start:end] = batch.cols[first:stop]
+        index["scene"][start:end] = scenes
+        index["row"][start:end] = batch.rows
+        index["col"][start:end] = batch.cols
         for name in STAT_ARRAYS:
-            index[name][start:end] = getattr(batch, name)[first:stop]
+            index[name][start:end] = getattr(batch, name)
         self.written = end
         self._save_progress(self._resume_point())
 

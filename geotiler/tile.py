@@ -17,7 +17,6 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
@@ -36,18 +35,19 @@ from geotiler.splits import SPLIT_NAMES, parse_split
 from geotiler.store import StoreWriter, TileStore, load_index
 from geotiler.tiling import (
     VISIBLE_BANDS,
+    RowBuffer,
     Sources,
     TileBatch,
     TileLayout,
-    empty_batch,
+    cut_unit,
     plan_units,
-    read_tiles,
     tile_rows_per_band,
 )
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 MAX_SHARD_BYTES = 256 * 2**20
+PIECE_COLS = 2048
 
 
 class TileSettings(StageSettings):
@@ -122,6 +122,7 @@ class _Scenes:
     dtype: str
     nodata: float | None
     block_rows: int
+    block_cols: int
     bands: tuple[str, ...]
 
 
@@ -160,10 +161,12 @@ def make_tiles(
             block_rows=scenes.block_rows,
             budget_bytes=settings.band_memory_mb * 2**20,
         )
-        bands = plan_units(layout, active, tile_rows_per_band=rows_per_band, cols_per_task_px=2048)
-        units = [(band, number) for band in bands for number in range(len(sources))]
+        bands = plan_units(layout, active, tile_rows_per_band=rows_per_band)
+        # Scene-major: each scene's rows stream once through one buffer.
+        units = [(band, number) for number in range(len(sources)) for band in bands]
+        reading = _Reading(sources, scenes, settings, rows_per_band)
         with use_scheduler(settings.scheduler, workers=settings.workers):
-            _stream(writer, units, sources, settings.size, progress or _ignore)
+            _stream(writer, units, reading, progress or _ignore)
     if writer.finish() == 0:
         raise InputError(
             f"{inputs.mask}: no tile has a valid pixel (labelled, with imagery); check the mask's "
@@ -178,33 +181,52 @@ def _ignore(_: int) -> None:
     return None
 
 
+class _Reading:
+    """Cuts units in order, through one :class:`RowBuffer` per scene (one scene at a time)."""
+
+    def __init__(
+        self, sources: list[Sources], scenes: _Scenes, settings: TileSettings, rows_per_band: int
+    ) -> None:
+        self.sources = sources
+        self.size = settings.size
+        self.shape = (scenes.count, scenes.grid.rows, scenes.grid.cols)
+        self.dtype = np.dtype(scenes.dtype)
+        self.block = (scenes.block_rows, scenes.block_cols)
+        self.capacity = min(scenes.grid.rows, (rows_per_band - 1) * settings.stride + self.size)
+        self.buffer: tuple[int, RowBuffer] | None = None
+
+    def cut(self, tiles: np.ndarray, number: int) -> TileBatch:
+        if self.buffer is None or self.buffer[0] != number:
+            self.buffer = None  # free the previous scene's rows first
+            rows = RowBuffer(
+                self.sources[number],
+                shape=self.shape,
+                dtype=self.dtype,
+                block=self.block,
+                capacity=self.capacity,
+                piece_cols=PIECE_COLS,
+            )
+            self.buffer = (number, rows)
+        return cut_unit(self.sources[number], self.buffer[1], tiles, self.size)
+
+
 def _stream(
     writer: StoreWriter,
-    units: list[tuple[list[list[tuple[int, int]]], int]],
-    sources: list[Sources],
-    size_px: int,
+    units: list[tuple[np.ndarray, int]],
+    reading: _Reading,
     progress: Progress,
 ) -> None:
-    """Read the units in order, one ahead of the writer; skip those already written."""
+    """Cut the units in order, one ahead of the writer; skip those already written."""
     start = writer.resume_unit
-    progress(sum(len(t) for tasks, _ in units[:start] for t in tasks))
-
-    def compute(unit: tuple[list[list[tuple[int, int]]], int]) -> TileBatch:
-        tasks, number = unit
-        if not tasks:
-            source = sources[number]
-            return empty_batch(0, size_px, source.num_classes, np.dtype("uint8"))
-        work = [dask.delayed(read_tiles)(sources[number], t, size_px) for t in tasks]
-        return TileBatch.concat(dask.compute(*work))
-
+    progress(sum(len(tiles) for tiles, _ in units[:start]))
     with _single_worker() as pool:
-        ahead = [pool.submit(compute, units[start])] if start < len(units) else []
+        ahead = [pool.submit(reading.cut, *units[start])] if start < len(units) else []
         for number in range(start, len(units)):
             batch = ahead.pop().result()
             if number + 1 < len(units):
-                ahead.append(pool.submit(compute, units[number + 1]))
+                ahead.append(pool.submit(reading.cut, *units[number + 1]))
             writer.add(number, units[number][1], batch)
-            progress(sum(len(t) for t in units[number][0]))
+            progress(len(units[number][0]))
 
 
 @contextlib.contextmanager
@@ -223,7 +245,7 @@ def _check_inputs(inputs: TileInputs) -> _Scenes:
     with open_raster(first_path) as first:
         grid = Grid.from_dataset(first)
         count, dtype, nodata = first.count, first.dtypes[0], first.nodata
-        block_rows = block_layout(first).block_rows
+        blocks = block_layout(first)
         descriptions = tuple(d or "" for d in first.descriptions)
     for name, path in inputs.scenes.items():
         with open_raster(path) as scene:
@@ -242,7 +264,7 @@ def _check_inputs(inputs: TileInputs) -> _Scenes:
     for season, path in inputs.clouds.items():
         _check_on_grid(path, grid, first_path, what=f"cloud mask {season!r}")
     bands = _band_names(inputs.bands, descriptions, count)
-    return _Scenes(grid, count, dtype, nodata, block_rows, bands)
+    return _Scenes(grid, count, dtype, nodata, blocks.block_rows, blocks.block_cols, bands)
 
 
 def _check_on_grid(path: Path, grid: Grid, scene: Path, *, what: str) -> None:
@@ -309,6 +331,7 @@ def _meta(
         "bands": list(scenes.bands),
         "shard_tiles": shard,
         "cloud_test": [settings.cloud_brightness, settings.cloud_whiteness],
+        "order": "scene-major",
     }
     return {
         "format": "geotiler-tiles",

@@ -4,11 +4,12 @@ A scene is cut into full-size square tiles of ``size_px`` placed every ``stride_
 overlap_px``). The last tile row and column are snapped to the bottom and right edges, so every tile
 is full size and the edges are covered (the snapped tiles overlap their neighbours a little more).
 
-Reading is organised in *units*: one band of consecutive tile rows of one scene. A unit is read by
-several Dask tasks, one per group of tile columns, each reading one window of the scene, the mask
-and the optional cloud mask, cutting the tiles and computing their statistics (class pixel counts,
-valid and cloudy pixels, per-band sums and sums of squares). Tiles without a valid pixel are
-dropped.
+Reading is organised in *units*: one band of consecutive tile rows of one scene. A
+:class:`RowBuffer` streams each scene's rows once, in windows aligned to the source's blocks (Dask
+tasks read pieces in parallel), keeping only the rows that the next tiles still need, so no block
+is decoded twice and memory does not grow with the scene. A numba kernel then cuts a unit's tiles
+straight into one array and computes their statistics in the same pass (class pixel counts, valid
+and cloudy pixels, per-band sums and sums of squares). Tiles without a valid pixel are dropped.
 
 Cloud fraction: from the dataset's cloud mask when there is one (1 cloud, 2 shadow, 0 clear), else a
 spectral test on the visible bands B02, B03, B04: a pixel is cloudy when it is *bright* (mean of the
@@ -18,11 +19,14 @@ three above ``cloud_brightness``, 3000 = reflectance 0.3 at Sentinel-2's 10000 s
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dask
 import numpy as np
+from numba import njit
 from rasterio.windows import Window
 
 from geotiler.errors import InputError
@@ -31,6 +35,7 @@ from geotiler.io import open_raster
 
 VISIBLE_BANDS = ("B02", "B03", "B04")
 CLOUD_VALUES = (1, 2)
+MIN_TASKS = 4
 
 
 def tile_offsets(length_px: int, size_px: int, stride_px: int) -> np.ndarray:
@@ -121,9 +126,9 @@ class TileBatch:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def take(self, start: int) -> TileBatch:
-        """The tiles from ``start`` on."""
-        return TileBatch(*(getattr(self, name)[start:] for name in _BATCH_FIELDS))
+    def take(self, start: int, stop: int | None = None) -> TileBatch:
+        """The tiles ``start:stop`` (views)."""
+        return TileBatch(*(getattr(self, name)[start:stop] for name in _BATCH_FIELDS))
 
     @classmethod
     def concat(cls, batches: Sequence[TileBatch]) -> TileBatch:
@@ -144,50 +149,32 @@ _BATCH_FIELDS = (
 
 
 def plan_units(
-    layout: TileLayout,
-    active: np.ndarray,
-    *,
-    tile_rows_per_band: int,
-    cols_per_task_px: int,
-) -> list[list[list[tuple[int, int]]]]:
-    """Bands of tile rows, each a list of tasks (lists of ``(row_px, col_px)`` tiles).
+    layout: TileLayout, active: np.ndarray, *, tile_rows_per_band: int
+) -> list[np.ndarray]:
+    """Bands of tile rows, each an ``(n, 2)`` int64 array of ``(row_px, col_px)``, row-major.
 
     ``active`` is a boolean ``(tile rows, tile cols)`` array of positions to tile (AOI).
     """
     rows, cols = layout.row_offsets, layout.col_offsets
-    per_task = max(1, cols_per_task_px // layout.stride_px)
     bands = []
     for first in range(0, len(rows), tile_rows_per_band):
-        band_rows = range(first, min(first + tile_rows_per_band, len(rows)))
-        tasks = []
-        for start in range(0, len(cols), per_task):
-            task = [
-                (int(rows[i]), int(cols[j]))
-                for i in band_rows
-                for j in range(start, min(start + per_task, len(cols)))
-                if active[i, j]
-            ]
-            if task:
-                tasks.append(task)
-        bands.append(tasks)
+        band = slice(first, min(first + tile_rows_per_band, len(rows)))
+        r, c = np.meshgrid(rows[band], cols, indexing="ij")
+        on = active[band]
+        bands.append(np.stack([r[on], c[on]], axis=1).astype(np.int64).reshape(-1, 2))
     return bands
 
 
-def read_tiles(sources: Sources, tiles: Sequence[tuple[int, int]], size_px: int) -> TileBatch:
-    """Read the window covering ``tiles`` once, cut them, and compute their statistics."""
-    row0 = min(r for r, _ in tiles)
-    col0 = min(c for _, c in tiles)
-    window = Window(
-        col0,
-        row0,
-        max(c for _, c in tiles) + size_px - col0,
-        max(r for r, _ in tiles) + size_px - row0,
-    )
+def read_piece(sources: Sources, window: Window) -> tuple[np.ndarray, ...]:
+    """Image, mask (uint8, nodata where invalid), valid and cloudy pixels of one window.
+
+    Without a cloud test the last array is ``(0, 0)``.
+    """
     with open_raster(sources.scene) as scene:
         image = scene.read(window=window)
     with open_raster(sources.mask) as mask_file:
         mask = mask_file.read(1, window=window)
-    clouds = None
+    clouds = np.zeros((0, 0), dtype=bool)
     if sources.clouds is not None:
         with open_raster(sources.clouds) as cloud_file:
             clouds = np.isin(cloud_file.read(1, window=window), CLOUD_VALUES)
@@ -202,7 +189,7 @@ def read_tiles(sources: Sources, tiles: Sequence[tuple[int, int]], size_px: int)
     if sources.mask_nodata is not None:
         # Pixels without imagery carry no usable label either.
         mask = np.where(valid, mask, np.uint8(sources.mask_nodata))
-    return _cut(sources, tiles, size_px, (row0, col0), image, mask, valid, clouds)
+    return image, mask, valid, clouds
 
 
 def _valid_pixels(image: np.ndarray, mask: np.ndarray, sources: Sources) -> np.ndarray:
@@ -225,92 +212,197 @@ def spectral_clouds(visible: np.ndarray, brightness: float, whiteness: float) ->
     return (mean > brightness) & (spread < whiteness * np.maximum(mean, 1e-6))
 
 
-def _cut(
-    sources: Sources,
-    tiles: Sequence[tuple[int, int]],
-    size_px: int,
-    origin: tuple[int, int],
-    image: np.ndarray,
-    mask: np.ndarray,
-    valid: np.ndarray,
-    clouds: np.ndarray | None,
-) -> TileBatch:
-    keep: list[int] = []
-    stats: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
-    for number, (row, col) in enumerate(tiles):
-        rs = slice(row - origin[0], row - origin[0] + size_px)
-        cs = slice(col - origin[1], col - origin[1] + size_px)
-        tile_valid = valid[rs, cs]
-        n_valid = int(np.count_nonzero(tile_valid))
-        if n_valid == 0:
-            continue
-        keep.append(number)
-        stats.append(
-            _tile_stats(sources, image[:, rs, cs], mask[rs, cs], tile_valid, clouds, rs, cs)
-        )
-    bands = image.shape[0]
-    if not keep:
-        return empty_batch(bands, size_px, sources.num_classes, image.dtype)
-    rows = np.array([tiles[k][0] for k in keep], dtype=np.int64)
-    cols = np.array([tiles[k][1] for k in keep], dtype=np.int64)
-    images = np.stack(
-        [
-            _slice(image, r - origin[0], c - origin[1], size_px)
-            for r, c in zip(rows, cols, strict=True)
+class RowBuffer:
+    """Full-width rows of one scene, read once in block-aligned windows and kept while needed.
+
+    :meth:`need` makes rows ``top..bottom`` available (reading ahead to the next block boundary,
+    so a block that two tile rows share is decoded once) and forgets the rows above ``top``. The
+    rows live in one preallocated buffer of ``capacity`` rows (the tallest unit plus one block).
+    """
+
+    def __init__(
+        self,
+        sources: Sources,
+        *,
+        shape: tuple[int, int, int],
+        dtype: np.dtype,
+        block: tuple[int, int],
+        capacity: int,
+        piece_cols: int,
+    ) -> None:
+        self.sources = sources
+        bands, self.height, self.width = shape
+        self.block_rows = block[0]
+        piece = max(block[1], piece_cols // block[1] * block[1])
+        self.col_starts = list(range(0, self.width, piece))
+        self.piece_cols = piece
+        self.capacity = capacity + self.block_rows
+        self.image = np.empty((bands, self.capacity, self.width), dtype)
+        self.mask = np.empty((self.capacity, self.width), np.uint8)
+        self.valid = np.empty((self.capacity, self.width), bool)
+        has_clouds = sources.clouds is not None or bool(sources.visible)
+        self.clouds = np.empty((self.capacity, self.width) if has_clouds else (0, 0), bool)
+        self.top = 0
+        self.rows = 0
+
+    def need(self, top: int, bottom: int) -> int:
+        """Hold rows ``top..bottom`` (``bottom`` exclusive); returns the buffer row of ``top``."""
+        if top >= self.top + self.rows or top < self.top:
+            # Nothing to keep: start at ``top`` (GDAL decodes its block whole either way).
+            self.top, self.rows = top, 0
+        elif top > self.top:
+            self._shift(top - self.top)
+        end = self.top + self.rows
+        if bottom > end:
+            stop = min(self.height, -(-bottom // self.block_rows) * self.block_rows)
+            if stop - self.top > self.capacity:
+                raise ValueError(f"rows {top}..{bottom} do not fit the buffer")
+            self._read(end, stop)
+        return top - self.top
+
+    def _shift(self, drop: int) -> None:
+        keep = self.rows - drop
+        for arrays in ((self.mask, self.valid, self.clouds), tuple(self.image)):
+            for array in arrays:
+                if array.size:
+                    # Move rows up in steps that do not overlap (no temporary copy).
+                    for start in range(0, keep, drop):
+                        stop = min(start + drop, keep)
+                        array[start:stop] = array[drop + start : drop + stop]
+        self.top += drop
+        self.rows = keep
+
+    def _read(self, start: int, stop: int) -> None:
+        windows = [
+            Window(col, row, min(self.piece_cols, self.width - col), end - row)
+            for row, end in self._row_pieces(start, stop)
+            for col in self.col_starts
         ]
-    )
-    masks = np.stack(
-        [
-            mask[r - origin[0] : r - origin[0] + size_px, c - origin[1] : c - origin[1] + size_px]
-            for r, c in zip(rows, cols, strict=True)
-        ]
-    )
-    return TileBatch(
-        rows=rows,
-        cols=cols,
-        images=images,
-        masks=masks,
-        valid_px=np.array([s[0] for s in stats], dtype=np.int64),
-        cloudy_px=np.array([s[1] for s in stats], dtype=np.int64),
-        class_counts=np.stack([s[2] for s in stats]),
-        band_sum=np.stack([s[3] for s in stats]),
-        band_sumsq=np.stack([s[4] for s in stats]),
-    )
+        pieces = dask.compute(*(dask.delayed(read_piece)(self.sources, w) for w in windows))
+        for window, (image, mask, valid, clouds) in zip(windows, pieces, strict=True):
+            at = slice(window.row_off - self.top, window.row_off + window.height - self.top)
+            cols = slice(window.col_off, window.col_off + window.width)
+            self.image[:, at, cols] = image
+            self.mask[at, cols] = mask
+            self.valid[at, cols] = valid
+            if self.clouds.size:
+                self.clouds[at, cols] = clouds
+        self.rows = stop - self.top
+
+    def _row_pieces(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """Block-aligned row ranges, enough for ``MIN_TASKS`` tasks in all (striped files)."""
+        parts = -(-MIN_TASKS // len(self.col_starts))
+        blocks = -(-(stop - start) // self.block_rows)
+        step = max(1, -(-blocks // parts)) * self.block_rows
+        edges = [start, *range(start - start % self.block_rows + step, stop, step), stop]
+        return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
-def _slice(image: np.ndarray, row: int, col: int, size_px: int) -> np.ndarray:
-    return image[:, row : row + size_px, col : col + size_px]
-
-
-def _tile_stats(
-    sources: Sources,
-    image: np.ndarray,
-    mask: np.ndarray,
-    valid: np.ndarray,
-    clouds: np.ndarray | None,
-    rs: slice,
-    cs: slice,
-) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
-    n_valid = int(np.count_nonzero(valid))
-    counts = np.bincount(mask[valid], minlength=sources.num_classes)
-    if len(counts) > sources.num_classes:
-        bad = int(np.flatnonzero(counts[sources.num_classes :])[0]) + sources.num_classes
+def cut_unit(sources: Sources, buffer: RowBuffer, tiles: np.ndarray, size_px: int) -> TileBatch:
+    """Cut the tiles ``(n, 2)`` of one unit from ``buffer`` with their statistics."""
+    bands = buffer.image.shape[0]
+    if len(tiles) == 0:
+        return empty_batch(bands, size_px, sources.num_classes, buffer.image.dtype)
+    first = buffer.need(int(tiles[:, 0].min()), int(tiles[:, 0].max()) + size_px)
+    local = tiles.copy()
+    local[:, 0] += first - int(tiles[:, 0].min())
+    n = len(tiles)
+    small_int = buffer.image.dtype.kind in "ui" and buffer.image.dtype.itemsize <= 2
+    accumulator = np.int64 if small_int else np.float64
+    images = np.empty((n, bands, size_px, size_px), buffer.image.dtype)
+    masks = np.empty((n, size_px, size_px), np.uint8)
+    kept = np.empty(n, np.int64)
+    valid_px = np.zeros(n, np.int64)
+    cloudy_px = np.full(n, -1, np.int64)
+    counts = np.zeros((n, sources.num_classes), np.int64)
+    sums = np.zeros((n, bands), accumulator)
+    sumsq = np.zeros((n, bands), accumulator)
+    n_kept, bad = _cut_kernel(
+        buffer.image, buffer.mask, buffer.valid, buffer.clouds, local, size_px,
+        images, masks, kept, valid_px, cloudy_px, counts, sums, sumsq,
+    )  # fmt: skip
+    if bad >= 0:
         raise InputError(
             f"{sources.mask}: mask value {bad} is not a class of the class table "
             f"(classes 0..{sources.num_classes - 1}); pass --classes or --nodata"
         )
-    cloudy = -1 if clouds is None else int(np.count_nonzero(clouds[rs, cs] & valid))
-    pixels = image.reshape(image.shape[0], -1)
-    if n_valid < valid.size:
-        pixels = pixels[:, valid.ravel()]
-    values = pixels.astype(np.float64)
-    return (
-        n_valid,
-        cloudy,
-        counts.astype(np.int64),
-        values.sum(axis=1),
-        np.einsum("ij,ij->i", values, values),
+    if n_kept == 0:
+        return empty_batch(bands, size_px, sources.num_classes, buffer.image.dtype)
+    return TileBatch(
+        rows=tiles[kept[:n_kept], 0],
+        cols=tiles[kept[:n_kept], 1],
+        images=images[:n_kept],
+        masks=masks[:n_kept],
+        valid_px=valid_px[:n_kept],
+        cloudy_px=cloudy_px[:n_kept],
+        class_counts=counts[:n_kept],
+        band_sum=sums[:n_kept].astype(np.float64),
+        band_sumsq=sumsq[:n_kept].astype(np.float64),
     )
+
+
+@njit(nogil=True, cache=True)
+def _cut_kernel(
+    image: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray,
+    clouds: np.ndarray,
+    tiles: np.ndarray,
+    size: int,
+    images: np.ndarray,
+    masks: np.ndarray,
+    kept: np.ndarray,
+    valid_px: np.ndarray,
+    cloudy_px: np.ndarray,
+    counts: np.ndarray,
+    sums: np.ndarray,
+    sumsq: np.ndarray,
+) -> tuple[int, int]:
+    """Copy the tiles with a valid pixel into ``images``/``masks`` (packed) and sum their stats.
+
+    Returns ``(kept tiles, -1)``, or ``(0, value)`` for a valid pixel's value outside the classes.
+    """
+    k = 0
+    classes = counts.shape[1]
+    for t in range(tiles.shape[0]):
+        r0, c0 = tiles[t, 0], tiles[t, 1]
+        n_valid = 0
+        for i in range(size):
+            for j in range(size):
+                n_valid += valid[r0 + i, c0 + j]
+        if n_valid == 0:
+            continue
+        kept[k] = t
+        valid_px[k] = n_valid
+        cloudy = 0
+        for i in range(size):
+            for j in range(size):
+                value = mask[r0 + i, c0 + j]
+                masks[k, i, j] = value
+                if valid[r0 + i, c0 + j]:
+                    if value >= classes:
+                        return 0, value
+                    counts[k, value] += 1
+                    if clouds.size and clouds[r0 + i, c0 + j]:
+                        cloudy += 1
+        if clouds.size:
+            cloudy_px[k] = cloudy
+        zero = sums[k, 0] * 0
+        for b in range(image.shape[0]):
+            total = zero
+            squares = zero
+            for i in range(size):
+                for j in range(size):
+                    value = image[b, r0 + i, c0 + j]
+                    images[k, b, i, j] = value
+                    if valid[r0 + i, c0 + j]:
+                        x = value + zero
+                        total += x
+                        squares += x * x
+            sums[k, b] = total
+            sumsq[k, b] = squares
+        k += 1
+    return k, -1
 
 
 def empty_batch(bands: int, size_px: int, classes: int, dtype: np.dtype) -> TileBatch:

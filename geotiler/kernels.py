@@ -47,7 +47,7 @@ def mode_kernel(
     """
     rows, cols = src.shape
     counts = np.zeros(hist.shape[0], dtype=np.int64)
-    seen = np.empty(factor * factor, dtype=np.int64)
+    seen = np.empty(factor * factor + 1, dtype=np.int64)  # values met in the block
     scale = weights.copy()
     if has_nodata:
         scale[nodata] = 0.0  # counted for the histogram, never a winner
@@ -72,9 +72,8 @@ def mode_kernel(
                         run += 1
                         continue
                     n = counts[run_value]
-                    if n == 0:
-                        seen[n_seen] = run_value
-                        n_seen += 1
+                    seen[n_seen] = run_value
+                    n_seen += n == 0  # branch-free: new values come unpredictably
                     n += run
                     counts[run_value] = n
                     score = n * scale[run_value]
@@ -85,9 +84,8 @@ def mode_kernel(
                     run = 1
             if run:
                 n = counts[run_value]
-                if n == 0:
-                    seen[n_seen] = run_value
-                    n_seen += 1
+                seen[n_seen] = run_value
+                n_seen += n == 0
                 n += run
                 counts[run_value] = n
                 score = n * scale[run_value]

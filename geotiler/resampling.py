@@ -36,7 +36,6 @@ class Plan:
 
     source: str
     source_shape: tuple[int, int]
-    striped: bool
     dtype: str
     target: Grid
     method: str
@@ -79,6 +78,8 @@ class UnitResult:
 
 
 UnitFunction = Callable[[Plan, Unit], UnitResult]
+HIST_EVERY = 8
+"""``near`` reads only the rows it samples; every 8th of them is counted for the histogram."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,9 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
 def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     """Nearest neighbour on the exact grid: source pixel ``floor((i + 0.5) * f)`` of each block.
 
-    A strip-organised source is read one needed row at a time; a tiled one a window at a time.
-    The source histogram counts the full rows read (a sample of one row in ``f``).
+    Where the blocks lie inside the source, GDAL's decimating read takes exactly those pixels
+    and reads only the rows they are on; rows of partial edge blocks are read one at a time.
+    The source histogram counts every ``HIST_EVERY``-th sampled row in full.
     """
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -132,21 +134,28 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     hist = np.zeros(plan.n_values, np.int64) if plan.n_values else None
     if len(row_ok) == 0 or len(col_ok) == 0:
         return UnitResult(unit, out, hist)
+    half = factor // 2
+    inside_rows = np.flatnonzero((src_rows - half >= 0) & (src_rows - half + factor <= rows))
+    inside_cols = (src_cols - half >= 0) & (src_cols - half + factor <= cols)
     c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
-    picked = src_cols[col_ok] - c0
+    by_row = set(row_ok.tolist())
     with open_raster(plan.source) as dataset:
-        if plan.striped:
-            line = np.empty((1, c1 - c0), plan.dtype)
-            for k in row_ok:
-                dataset.read(1, window=Window(c0, int(src_rows[k]), c1 - c0, 1), out=line)
+        if inside_cols[col_ok].all() and len(inside_rows):
+            a, b = int(inside_rows[0]), int(inside_rows[-1]) + 1
+            ca, cb = int(col_ok[0]), int(col_ok[-1]) + 1
+            top, left = int(src_rows[a]) - half, int(src_cols[ca]) - half
+            window = Window(left, top, (cb - ca) * factor, (b - a) * factor)
+            out[a:b, ca:cb] = dataset.read(1, window=window, out_shape=(b - a, cb - ca))
+            by_row -= set(range(a, b))
+        line = np.empty((1, c1 - c0), plan.dtype)
+        picked = src_cols[col_ok] - c0
+        counted = set(row_ok[::HIST_EVERY].tolist()) if hist is not None else set()
+        for k in sorted(by_row | counted):
+            dataset.read(1, window=Window(c0, int(src_rows[k]), c1 - c0, 1), out=line)
+            if k in by_row:
                 out[k, col_ok] = line[0, picked]
+            if k in counted:
                 _count(line, hist)
-        else:
-            r0, r1 = int(src_rows[row_ok[0]]), int(src_rows[row_ok[-1]]) + 1
-            block = dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
-            sampled = block[src_rows[row_ok] - r0]
-            out[np.ix_(row_ok, col_ok)] = sampled[:, picked]
-            _count(sampled, hist)
     return UnitResult(unit, out, hist)
 
 

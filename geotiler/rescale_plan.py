@@ -21,7 +21,7 @@ from rasterio.warp import transform_bounds
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
-from geotiler.io import BlockLayout, block_layout, open_raster
+from geotiler.io import BlockLayout, open_raster
 from geotiler.resampling import METHODS, Plan, Unit
 
 HISTOGRAM_DTYPES = {"uint8": 256, "uint16": 65536}
@@ -84,7 +84,6 @@ def make_plan(
     plan = Plan(
         source=name,
         source_shape=grid.shape,
-        striped=block_layout(dataset).striped,
         dtype=dtype,
         target=target,
         method=method,

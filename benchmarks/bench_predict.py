@@ -127,41 +127,38 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")  # fmt: skip
-    print(
-        f"machine: {os.cpu_count()} cores, {cpu}; load {Path('/proc/loadavg').read_text().split()[:3]}"
-    )
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"machine: {os.cpu_count()} cores, {cpu}; load average {load}")
     print(f"model unet-small, tile {args.tile} px, batch {args.batch_size}, 10 bands, CPU")
-    print(
-        f"{'scene':>7} {'run':>14} {'tiles':>6} {'seconds':>8} {'tiles/s':>8} {'RSS MB':>7} {'vs forward':>10}"
-    )
+    row = "{:>7} {:>14} {:>6} {:>8} {:>8} {:>7} {:>10}"
+    print(row.format("scene", "run", "tiles", "seconds", "tiles/s", "RSS MB", "vs forward"))
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         checkpoint = work / "model.pt"
         make_checkpoint(checkpoint, args.tile)
-        common = [
-            "--checkpoint",
-            str(checkpoint),
-            "--tile",
-            str(args.tile),
-            "--batch-size",
-            str(args.batch_size),
-        ]
+        common = ["--checkpoint", str(checkpoint), "--tile", str(args.tile)]
+        common += ["--batch-size", str(args.batch_size)]
         for size in args.sizes:
             scene = work / f"scene_{size}.tif"
             make_scene(scene, size)
             for overlap in (0, 64):
                 tiles = tiles_for(size, args.tile, overlap)
                 floor, floor_rss = measure([*common, "--child", "forward", "--tiles", str(tiles)])
-                ours, rss = measure([*common, "--child", "predict", "--scene", str(scene),
-                                     "--out", str(work / "map.tif"), "--overlap", str(overlap)])  # fmt: skip
-                print(
-                    f"{size:>7} {'forward':>14} {tiles:>6} {floor:>8.1f} {tiles / floor:>8.1f} {floor_rss:>7.0f} {'':>10}"
+                predict_args = ["--scene", str(scene), "--out", str(work / "map.tif")]
+                predict_args += ["--overlap", str(overlap)]
+                ours, rss = measure([*common, "--child", "predict", *predict_args])
+                floor_row = (size, "forward", tiles, f"{floor:.1f}", f"{tiles / floor:.1f}")
+                print(row.format(*floor_row, f"{floor_rss:.0f}", ""))
+                ours_row = (
+                    size,
+                    f"predict o={overlap}",
+                    tiles,
+                    f"{ours:.1f}",
+                    f"{tiles / ours:.1f}",
                 )
-                print(
-                    f"{size:>7} {f'predict o={overlap}':>14} {tiles:>6} {ours:>8.1f} {tiles / ours:>8.1f} {rss:>7.0f} {ours / floor:>9.2f}x"
-                )
+                print(row.format(*ours_row, f"{rss:.0f}", f"{ours / floor:.2f}x"))
 
 
 if __name__ == "__main__":

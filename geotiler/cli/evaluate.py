@@ -39,8 +39,10 @@ def evaluate(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Per-class IoU, F1, precision and recall of a map against a reference; confusion matrix and
-    quick-look PNGs. A reference finer than the map is rescaled with mode first.
+    """Score a map against a reference: per-class IoU, F1, precision, recall; PNGs.
+
+    Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG. Both rasters must
+    share a grid; a reference on a finer, aligned grid is rescaled with mode first.
 
     Example: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
     """

@@ -32,8 +32,10 @@ def export(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Export a checkpoint to ONNX (dynamic batch and spatial axes; bands, normalisation and class
-    table in the model's metadata) for `geotiler predict --model model.onnx` or other runtimes.
+    """Export a checkpoint to ONNX for `geotiler predict --model model.onnx` or other runtimes.
+
+    The model has dynamic batch and spatial axes; its metadata holds the bands, their
+    normalisation and the class table.
 
     Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
     """

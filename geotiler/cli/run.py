@@ -91,8 +91,10 @@ def run(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Run rescale -> tile -> train -> predict -> evaluate for a dataset with a pipeline's
-    settings. A stage whose output is up to date (same inputs and settings) is skipped.
+    """Run the whole chain (rescale, tile, train, predict, evaluate) from a pipeline YAML.
+
+    A stage whose output is up to date (same inputs and settings) is skipped; --from re-runs a
+    stage and everything after it, --only runs just the stages named.
 
     Example: [bold]geotiler run pipelines/catalonia.yaml --from train[/]
     """

@@ -60,9 +60,10 @@ def synth(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Generate a synthetic mini-Catalonia: 1 m land-cover mask, April and August 10 m scenes
-    (10 Sentinel-2 bands) and their cloud masks. Settings default to the dataset's
-    [bold]synthetic:[/] entry in the catalog.
+    """Generate a synthetic mini-Catalonia: a 1 m mask, 10 m scenes and cloud masks.
+
+    The mask is 1 m land cover (catalonia12 classes); the April and August scenes have 10
+    Sentinel-2 bands at 10 m. Settings default to the dataset's [bold]synthetic:[/] entry.
 
     Example: [bold]geotiler synth[/] (the demo dataset into its data folder), or
     [bold]geotiler synth /tmp/big --size 4096 --mask-layout strip[/]

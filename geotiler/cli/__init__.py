@@ -68,7 +68,14 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="geotiler")
+    try:
+        app(args=argv if argv is not None else sys.argv[1:], prog_name="geotiler")
+    finally:
+        # The process ends here: spare it the final garbage collection over every object the
+        # imports created (~0.4 s with numba, dask and rasterio loaded, more with torch).
+        import gc
+
+        gc.freeze()
 
 
 _register()

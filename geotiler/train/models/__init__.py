@@ -41,7 +41,11 @@ MODELS: dict[str, ModelFactory] = {
     "deeplabv3plus-resnet50": partial(DeepLabV3Plus, depth=50),
 }
 
-PRESET_DIRS: tuple[Path, ...] = (Path("models"), Path(__file__).resolve().parents[3] / "models")
+# ./models first (a user's own presets), then the presets packaged with geotiler.
+PRESET_DIRS: tuple[Path, ...] = (
+    Path("models"),
+    Path(__file__).resolve().parents[2] / "data" / "models",
+)
 
 
 def get_model(name: str, *, in_channels: int, num_classes: int, **arguments: Any) -> nn.Module:

@@ -57,7 +57,7 @@ class RescaleSettings(StageSettings):
     method: Method = "mode"
     factor: int | None = Field(default=None, ge=1, description="target = source zoomed out N x")
     resolution: float | None = Field(default=None, gt=0, description="target pixel size")
-    class_weights: dict[str, float] = Field(
+    class_weights: dict[int | str, float] = Field(
         default_factory=dict, description="weighted-mode: class id or name -> weight (> 0)"
     )
     memory_mb: int = Field(default=256, ge=16, description="bound on source pixels in flight")
@@ -163,7 +163,8 @@ def rescale(
         block_px: output tile size.
         gdal_cache_mb: GDAL block cache while running (small is faster for one-pass reads).
         overwrite: replace an existing ``out``.
-        progress: called with the number of source rows done since the last call.
+        progress: called with the number of source rows done since the last call (all the
+            mask's rows in total).
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -322,6 +323,9 @@ def _write(
                 out_hist += np.bincount(result.data.ravel(), minlength=plan.n_values)
             if progress is not None and advance:
                 progress(advance)
+    left = plan.source_shape[0] - sum(schedule.advances)  # mask rows outside the target
+    if progress is not None and left > 0:
+        progress(left)
     return src_hist, out_hist
 
 

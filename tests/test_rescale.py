@@ -330,3 +330,33 @@ def test_cli_refuses_two_target_grids(runner, write_raster, blobby_mask, tmp_pat
     path = write_raster("mask.tif", blobby_mask(50, 50), resolution=1, nodata=0)
     result = runner.invoke(app, ["rescale", str(path), "--factor", "5", "--resolution", "5"])
     assert result.exit_code == 2 and "--factor and --resolution" in result.output
+
+
+def test_cli_settings_from_a_pipeline_file_and_the_command_line_wins(
+    runner, write_raster, tmp_path
+) -> None:
+    data = np.full((20, 20), 3, np.uint8)
+    data[:, 4] = 11
+    mask = write_raster("mask.tif", data, resolution=1, nodata=0)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        "rescale:\n  method: weighted-mode\n  factor: 10\n  class_weights: {11: 10}\n"
+    )
+    out = tmp_path / "out.tif"
+    base = ["rescale", str(mask), "--config", str(config), "-o", str(out), "-q", "--overwrite"]
+    assert runner.invoke(app, base).exit_code == 0
+    assert read(out).tolist() == [[11, 3], [11, 3]]
+    assert runner.invoke(app, [*base, "--method", "mode"]).exit_code == 0
+    assert read(out).tolist() == [[3, 3], [3, 3]]
+    config.write_text("rescale:\n  methd: near\n")
+    result = runner.invoke(app, base)
+    assert result.exit_code == 1 and "rescale.methd" in result.output
+
+
+def test_progress_counts_every_mask_row_once(write_raster, blobby_mask, tmp_path) -> None:
+    path = write_raster("mask.tif", blobby_mask(300, 200), resolution=1, nodata=0, layout="strip")
+    part = mask_grid(12, 30, res=10, origin=(ORIGIN[0] + 50, ORIGIN[1] - 100))
+    for method in ("mode", "near"):
+        done: list[int] = []
+        rescale(path, part, tmp_path / f"{method}.tif", method=method, progress=done.append)
+        assert sum(done) == 300 and all(n > 0 for n in done)

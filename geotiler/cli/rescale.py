@@ -181,7 +181,7 @@ def _dataset_scene(cat: Catalog, name: str | None) -> Path:
 
 
 def _weights(
-    given: dict[str, float], method: str, table: ClassTable | None
+    given: dict[int | str, float], method: str, table: ClassTable | None
 ) -> dict[int, float] | None:
     if method != "weighted-mode":
         return None
@@ -189,7 +189,7 @@ def _weights(
     for key, weight in given.items():
         if table is not None:
             weights[table.resolve(key)] = weight
-        elif key.isdigit():
+        elif str(key).isdigit():
             weights[int(key)] = weight
         else:
             raise typer.BadParameter(

@@ -1,19 +1,30 @@
 """Benchmark ``geotiler tile`` against a raw read pass and the seed project's per-tile GeoTIFFs.
 
-Generates a ``--size`` x ``--size`` x 10-band uint16 scene (tiled, deflate) and a uint8 mask, then
-times, in one run: our tiler (Zarr store, stats, filters, splits); a raw read pass over the same
-scene in block-aligned row bands; and the seed project's approach (a rasterio window read per tile
-and one GeoTIFF written per tile for the image and one for the mask; timed on ``--seed-tiles``
-tiles and reported as a rate). Prints tiles/s, Mpx/s, peak RSS and ratios.
+Generates a ``--size`` x ``--size`` (``--height`` rows if given) x 10-band uint16 scene (tiled
+512 px, deflate) and a uint8 mask, then measures each method in its own subprocess on the same
+files: once to warm the OS cache, then ``--repeat`` timed runs (median reported, with the load
+average at each run and the subprocess's peak RSS):
 
-Example: ``python benchmarks/bench_tile.py --size 10000 --tile 300``
+- ours: ``make_tiles`` (Zarr store, per-tile stats, splits), default settings;
+- raw read: one pass over the scene and the mask in block-aligned full-width row bands, one thread
+  (GDAL's default);
+- seed: what the seed project did, a rasterio window read of image and mask per tile and one
+  uncompressed GeoTIFF (GDAL's default) written per tile for each, on the first ``--seed-tiles``
+  tiles (all by default), reported as a rate.
+
+Example: ``python benchmarks/bench_tile.py --size 10000 --repeat 3``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +41,11 @@ from geotiler.tiling import tile_offsets
 BANDS = 10
 
 
-def generate(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
+def generate(folder: Path, size: int, height: int, seed: int = 0) -> tuple[Path, Path]:
     """A smooth-ish 10-band uint16 scene and a 12-class mask, written in row bands."""
     rng = np.random.default_rng(seed)
     transform = Affine(10, 0, 240000, 0, -10, 4780000)
-    common = {"height": size, "width": size, "crs": "EPSG:32631", "transform": transform}
+    common = {"height": height, "width": size, "crs": "EPSG:32631", "transform": transform}
     scene = folder / "scene.tif"
     mask = folder / "mask.tif"
     band_rows = 512
@@ -43,8 +54,8 @@ def generate(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
         rasterio.open(mask, "w", **geotiff_profile(dtype="uint8", nodata=0), **common) as m,
     ):
         x = np.arange(size, dtype=np.float32)
-        for row in range(0, size, band_rows):
-            rows = min(band_rows, size - row)
+        for row in range(0, height, band_rows):
+            rows = min(band_rows, height - row)
             y = np.arange(row, row + rows, dtype=np.float32)[:, None]
             base = 2000 + 1500 * np.sin(x / 97.0) * np.cos(y / 113.0)
             window = rasterio.windows.Window(0, row, size, rows)
@@ -58,41 +69,55 @@ def generate(folder: Path, size: int, seed: int = 0) -> tuple[Path, Path]:
     return scene, mask
 
 
-def raw_read(scene: Path) -> float:
-    """Seconds to read the whole scene once in block-aligned full-width row bands."""
-    start = time.perf_counter()
-    with rasterio.open(scene) as src:
-        block_rows = src.block_shapes[0][0]
-        step = block_rows * max(1, 1024 // block_rows)
-        for row in range(0, src.height, step):
-            src.read(window=rasterio.windows.Window(0, row, src.width, min(step, src.height - row)))
-    return time.perf_counter() - start
+def ours(folder: Path, tile: int) -> int:
+    """Tile the scene into a fresh store; the number of tiles stored."""
+    table = ClassTable(
+        name="bench",
+        nodata=0,
+        classes=tuple(ClassInfo(id=i, name=f"c{i}", color="#808080") for i in range(1, 13)),
+    )
+    inputs = TileInputs({"scene": folder / "scene.tif"}, folder / "mask.tif", table)
+    out = folder / "tiles.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    return len(make_tiles(inputs, out, TileSettings(size=tile)))
 
 
-def seed_approach(scene: Path, mask: Path, out: Path, tile: int, limit: int) -> tuple[int, float]:
-    """Per-tile window reads and one GeoTIFF per tile for image and mask; (tiles, seconds)."""
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+def raw_read(folder: Path, tile: int) -> int:
+    """Read the scene and the mask once in block-aligned full-width row bands; tiles covered."""
+    for name in ("scene.tif", "mask.tif"):
+        with rasterio.open(folder / name) as src:
+            step = src.block_shapes[0][0] * max(1, 1024 // src.block_shapes[0][0])
+            for row in range(0, src.height, step):
+                src.read(
+                    window=rasterio.windows.Window(0, row, src.width, min(step, src.height - row))
+                )
+    return len(tile_offsets(src.height, tile, tile)) * len(tile_offsets(src.width, tile, tile))
+
+
+def seed(folder: Path, tile: int, limit: int) -> int:
+    """Per-tile window reads and one uncompressed GeoTIFF per tile for image and mask; tiles."""
+    out = folder / "seed"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
     done = 0
-    with rasterio.open(scene) as src, rasterio.open(mask) as msk:
+    with rasterio.open(folder / "scene.tif") as src, rasterio.open(folder / "mask.tif") as msk:
         positions = [
             (r, c)
             for r in tile_offsets(src.height, tile, tile)
             for c in tile_offsets(src.width, tile, tile)
         ]
-        for row, col in positions[:limit]:
+        for row, col in positions[: limit or None]:
             window = rasterio.windows.Window(int(col), int(row), tile, tile)
             image, labels = src.read(window=window), msk.read(1, window=window)
-            transform = src.window_transform(window)
             profile = {
                 "driver": "GTiff",
                 "height": tile,
                 "width": tile,
                 "crs": src.crs,
-                "transform": transform,
+                "transform": src.window_transform(window),
             }
             with rasterio.open(
-                out / f"img_{row}_{col}.tif", "w", count=BANDS, dtype="uint16", **profile
+                out / f"img_{row}_{col}.tif", "w", count=src.count, dtype=src.dtypes[0], **profile
             ) as dst:
                 dst.write(image)
             with rasterio.open(
@@ -100,56 +125,100 @@ def seed_approach(scene: Path, mask: Path, out: Path, tile: int, limit: int) -> 
             ) as dst:
                 dst.write(labels, 1)
             done += 1
-    return done, time.perf_counter() - start
+    return done
+
+
+def child(method: str, folder: Path, tile: int, limit: int) -> None:
+    """Run one method in this process and print tiles, seconds and peak RSS as JSON."""
+    start = time.perf_counter()
+    if method == "ours":
+        tiles = ours(folder, tile)
+    elif method == "raw":
+        tiles = raw_read(folder, tile)
+    else:
+        tiles = seed(folder, tile, limit)
+    seconds = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"tiles": tiles, "seconds": seconds, "rss_mib": rss}))
+
+
+def measure(method: str, folder: Path, tile: int, limit: int, repeat: int) -> dict[str, float]:
+    """Warm-up run, then ``repeat`` timed subprocess runs; medians and the loads seen."""
+    runs, loads = [], []
+    command = [sys.executable, __file__, "--child", method, "--folder", str(folder)]
+    command += ["--tile", str(tile), "--seed-tiles", str(limit)]
+    for attempt in range(repeat + 1):
+        load = os.getloadavg()[0]
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+        if attempt:  # the first run only warms the OS cache
+            runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            loads.append(load)
+    rates = [r["tiles"] / r["seconds"] for r in runs]
+    return {
+        "tiles/s": statistics.median(rates),
+        "min": min(rates),
+        "max": max(rates),
+        "rss": max(r["rss_mib"] for r in runs),
+        "load": statistics.median(loads),
+        "tiles": runs[0]["tiles"],
+    }
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=10000, help="scene side in pixels")
+    parser.add_argument("--size", type=int, default=10000, help="scene width (and height) in px")
+    parser.add_argument("--height", type=int, default=None, help="scene height if not square")
     parser.add_argument("--tile", type=int, default=300, help="tile side in pixels")
-    parser.add_argument("--seed-tiles", type=int, default=300, help="tiles timed for the seed way")
-    parser.add_argument("--workers", type=int, default=None, help="Dask threads for our tiler")
-    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--seed-tiles", type=int, default=0, help="tiles for the seed way, 0: all")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per method")
+    parser.add_argument("--methods", default="ours,raw,seed", help="comma-separated methods")
+    parser.add_argument("--folder", type=Path, default=None, help="reuse generated files here")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench_tile_"))
+    if args.child:
+        child(args.child, args.folder, args.tile, args.seed_tiles)
+        return
+    height = args.height or args.size
+    folder = args.folder or Path(tempfile.mkdtemp(prefix="bench_tile_"))
     try:
-        scene, mask = generate(folder, args.size)
-        table = ClassTable(
-            name="bench",
-            nodata=0,
-            classes=tuple(ClassInfo(id=i, name=f"c{i}", color="#808080") for i in range(1, 13)),
-        )
-        inputs = TileInputs({"scene": scene}, mask, table)
-        settings = TileSettings(size=args.tile, workers=args.workers)
-        start = time.perf_counter()
-        store = make_tiles(inputs, folder / "tiles.zarr", settings)
-        ours = time.perf_counter() - start
-        ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        tiles = len(store)
-        raw = raw_read(scene)
-        seed_tiles, seed_s = seed_approach(scene, mask, folder / "seed", args.tile, args.seed_tiles)
-        files = sum(1 for p in (folder / "tiles.zarr").rglob("*") if p.is_file())
-        mpx = args.size**2 / 1e6
-        rows = [
-            ("geotiler tile (zarr)", tiles / ours, mpx / ours),
-            ("raw read pass", tiles / raw, mpx / raw),
-            (
-                "seed: window read + 2 GeoTIFF/tile",
-                seed_tiles / seed_s,
-                seed_tiles * args.tile**2 / 1e6 / seed_s,
-            ),
-        ]
+        if not (folder / "mask.tif").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            generate(folder, args.size, height)
+        names = {"ours": "geotiler tile (zarr)", "raw": "raw read pass (1 thread)"}
+        names["seed"] = "seed: window read + 2 GeoTIFF/tile"
+        results = {
+            m: measure(m, folder, args.tile, args.seed_tiles, args.repeat)
+            for m in args.methods.split(",")
+        }
+        print(f"machine: {machine()}; load average (1 min) noted per method")
+        print(f"scene {args.size} x {height} x {BANDS} uint16, tiles {args.tile} px")
         print(
-            f"scene {args.size} x {args.size} x {BANDS} uint16, tiles {args.tile} px: {tiles} tiles"
+            f"{'method':36} {'tiles':>6} {'tiles/s':>8} {'(min-max)':>14} "
+            f"{'peak RSS':>9} {'load':>5}"
         )
-        print(f"{'method':38} {'tiles/s':>10} {'Mpx/s':>10}")
-        for name, rate, mpx_s in rows:
-            print(f"{name:38} {rate:10.1f} {mpx_s:10.1f}")
-        print(f"ours / raw read      {rows[0][1] / rows[1][1]:6.2f}x  (goal >= 0.7x)")
-        print(f"ours / seed approach {rows[0][1] / rows[2][1]:6.2f}x  (goal >= 10x)")
-        print(f"peak RSS after our tiler: {ours_rss:.0f} MiB; store files: {files}")
+        for method, r in results.items():
+            spread = f"({r['min']:.1f}-{r['max']:.1f})"
+            print(
+                f"{names[method]:36} {r['tiles']:6d} {r['tiles/s']:8.1f} {spread:>14} "
+                f"{r['rss']:6.0f} MiB {r['load']:5.1f}"
+            )
+        if "ours" in results:
+            for method, goal in (("raw", 0.7), ("seed", 10.0)):
+                if method in results:
+                    ratio = results["ours"]["tiles/s"] / results[method]["tiles/s"]
+                    print(f"ours / {method:5} {ratio:6.2f}x  (goal >= {goal}x)")
     finally:
-        if not args.keep:
+        if args.folder is None:
             shutil.rmtree(folder, ignore_errors=True)
 
 

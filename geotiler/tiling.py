@@ -364,41 +364,51 @@ def _cut_kernel(
     """
     k = 0
     classes = counts.shape[1]
+    has_clouds = clouds.size > 0
     for t in range(tiles.shape[0]):
         r0, c0 = tiles[t, 0], tiles[t, 1]
         n_valid = 0
         for i in range(size):
+            valid_row = valid[r0 + i, c0 : c0 + size]
             for j in range(size):
-                n_valid += valid[r0 + i, c0 + j]
+                n_valid += valid_row[j]
         if n_valid == 0:
             continue
         kept[k] = t
         valid_px[k] = n_valid
         cloudy = 0
         for i in range(size):
+            valid_row = valid[r0 + i, c0 : c0 + size]
+            mask_row = mask[r0 + i, c0 : c0 + size]
+            mask_out = masks[k, i]
             for j in range(size):
-                value = mask[r0 + i, c0 + j]
-                masks[k, i, j] = value
-                if valid[r0 + i, c0 + j]:
-                    if value >= classes:
-                        return 0, value
-                    counts[k, value] += 1
-                    if clouds.size and clouds[r0 + i, c0 + j]:
-                        cloudy += 1
-        if clouds.size:
+                mask_out[j] = mask_row[j]
+            for j in range(size):
+                if valid_row[j]:
+                    if mask_row[j] >= classes:
+                        return 0, mask_row[j]
+                    counts[k, mask_row[j]] += 1
+            if has_clouds:
+                cloud_row = clouds[r0 + i, c0 : c0 + size]
+                for j in range(size):
+                    cloudy += cloud_row[j] & valid_row[j]
+        if has_clouds:
             cloudy_px[k] = cloudy
+        # Branch-free sums (vectorised); integer accumulators are exact for 8/16-bit data.
         zero = sums[k, 0] * 0
         for b in range(image.shape[0]):
             total = zero
             squares = zero
             for i in range(size):
+                source = image[b, r0 + i, c0 : c0 + size]
+                valid_row = valid[r0 + i, c0 : c0 + size]
+                image_out = images[k, b, i]
                 for j in range(size):
-                    value = image[b, r0 + i, c0 + j]
-                    images[k, b, i, j] = value
-                    if valid[r0 + i, c0 + j]:
-                        x = value + zero
-                        total += x
-                        squares += x * x
+                    image_out[j] = source[j]
+                for j in range(size):
+                    x = source[j] + zero if valid_row[j] else zero
+                    total += x
+                    squares += x * x
             sums[k, b] = total
             sumsq[k, b] = squares
         k += 1

@@ -175,7 +175,7 @@ def rescale(
             if Path(out).resolve() == Path(dataset.name).resolve():
                 raise InputError(f"{out}: the output would replace the source; choose another -o")
             plan, notices = make_plan(dataset, target, method, weights or {}, classes)
-            table = classes or read_class_table(dataset)
+            table = read_class_table(dataset) or classes
             colormap = _colormap(dataset) if table is None else None
             layout = block_layout(dataset)
         for notice in notices:

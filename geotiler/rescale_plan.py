@@ -61,7 +61,8 @@ def make_plan(
     n_values = HISTOGRAM_DTYPES.get(dtype, 0)
     if factor is not None and spec.needs_integer and not n_values:
         factor = None  # the block kernel counts uint8/uint16 values; GDAL handles the rest
-    if not grid.same_crs(target):
+        notices.append(f"{name}: {dtype} classes go through GDAL's warper (exact path: uint8/16)")
+    elif not grid.same_crs(target):
         notices.append(
             f"{name}: the mask's CRS ({grid.crs.to_string()}) differs from the target's "
             f"({target.crs.to_string()}): resampling through GDAL's warper "
@@ -74,11 +75,14 @@ def make_plan(
         )
     if factor is None and spec.resampling is None:
         raise InputError(
-            f"{name}: {method} needs the target grid to be an integer-factor coarsening of the "
-            "mask (same CRS, aligned pixel edges); use --method mode or --factor"
+            f"{name}: {method} needs a uint8/uint16 mask and a target grid that is an "
+            "integer-factor coarsening of it (same CRS, aligned pixel edges); "
+            "use --method mode or --factor"
         )
     _check_overlap(grid, target, name)
-    nodata, has_nodata = _nodata(dataset, classes, notices)
+    nodata, has_nodata = _nodata(dataset, classes)
+    if not has_nodata and not _covers(grid, target):
+        notices.append(f"{name}: no nodata value; target pixels the mask misses get {nodata}")
     col, row = ~grid.transform @ (target.transform.c, target.transform.f)
     row_off, col_off = round(row), round(col)
     plan = Plan(
@@ -112,7 +116,14 @@ def _check_overlap(grid: Grid, target: Grid, name: str) -> None:
         )
 
 
-def _nodata(dataset: Any, classes: ClassTable | None, notices: list[str]) -> tuple[Any, bool]:
+def _covers(grid: Grid, target: Grid) -> bool:
+    if not grid.same_crs(target):
+        return False
+    (left, bottom, right, top), outer = target.bounds, grid.bounds
+    return outer[0] <= left and outer[1] <= bottom and right <= outer[2] and top <= outer[3]
+
+
+def _nodata(dataset: Any, classes: ClassTable | None) -> tuple[Any, bool]:
     if dataset.nodata is not None:
         value = dataset.nodata
         return (int(value) if float(value).is_integer() else value), True
@@ -120,7 +131,6 @@ def _nodata(dataset: Any, classes: ClassTable | None, notices: list[str]) -> tup
         return classes.nodata, True
     dtype = np.dtype(dataset.dtypes[0])
     fill = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else float("nan")
-    notices.append(f"{dataset.name}: no nodata value; pixels the mask does not cover get {fill}")
     return fill, False
 
 

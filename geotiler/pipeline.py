@@ -24,7 +24,6 @@ from geotiler.catalog import Catalog
 from geotiler.config import StageSettings, resolve_settings
 from geotiler.errors import CatalogError
 from geotiler.grid import Grid
-from geotiler.synthetic import ensure_generated
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,8 @@ def run_pipeline(
     """Run the stages of ``pipeline`` for ``dataset``; ``only`` restricts, ``force`` re-runs."""
     name = dataset or pipeline.get("dataset") or catalog.default_dataset
     validate_pipeline(catalog, {**pipeline, "dataset": name})
+    from geotiler.synthetic import ensure_generated
+
     ensure_generated(catalog, name)
     report = PipelineReport(dataset=name)
     upstream = ""
@@ -206,8 +207,7 @@ class _Rescale(_Stage):
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
-        from geotiler.cli.rescale import _weights
-        from geotiler.rescale import rescale, target_grid
+        from geotiler.rescale import rescale, resolve_class_weights, target_grid
 
         mask, scene = self.inputs(catalog, name)
         table = catalog.dataset_classes(name)
@@ -218,10 +218,10 @@ class _Rescale(_Stage):
             )
         else:
             target = Grid.from_raster(scene)
+        weights = resolve_class_weights(settings.class_weights, settings.method, table)
         with progress("rescale", source_grid.rows, "rows") as advance:
             result = rescale(
-                mask, target, output, method=settings.method,
-                weights=_weights(settings.class_weights, settings.method, table), classes=table,
+                mask, target, output, method=settings.method, weights=weights, classes=table,
                 memory_mb=settings.memory_mb, workers=settings.workers,
                 scheduler=settings.scheduler, cog=settings.cog, compress=settings.compress,
                 block_px=settings.block_px, gdal_cache_mb=settings.gdal_cache_mb,
@@ -289,7 +289,7 @@ class _Train(_Stage):
 
 class _Predict(_Stage):
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
-        from geotiler.cli.predict import PredictSettings
+        from geotiler.predict import PredictSettings
 
         return resolve_settings(PredictSettings, stage="predict", pipeline=pipeline)
 

@@ -21,9 +21,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import rasterio
+from pydantic import Field
 from rasterio.windows import Window
 
 from geotiler.catalog import ClassTable
+from geotiler.config import StageSettings
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import (
@@ -40,6 +42,16 @@ log = logging.getLogger(__name__)
 BLOCK_PX = 256
 CONFIDENCE_NODATA = -1.0
 PROBABILITY_NODATA = 255
+
+
+class PredictSettings(StageSettings):
+    """Settings of ``geotiler predict`` (pipeline section ``predict``)."""
+
+    overlap: int | None = Field(default=None, ge=0, description="px; default a quarter tile")
+    batch_size: int = Field(default=8, ge=1)
+    tta: bool = False
+    cog: bool = False
+    device: str = "auto"
 
 
 class Predictor(Protocol):

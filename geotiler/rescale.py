@@ -384,3 +384,22 @@ def _sample_histogram(plan: Plan) -> np.ndarray:
 
 def _nonzero(hist: np.ndarray) -> dict[int, int]:
     return {int(v): int(hist[v]) for v in np.flatnonzero(hist)}
+
+
+def resolve_class_weights(
+    given: Mapping[int | str, float], method: str, table: ClassTable | None
+) -> dict[int, float] | None:
+    """``weighted-mode`` weights: the class table's, overridden by ``given`` (ids or names)."""
+    if method != "weighted-mode":
+        return None
+    weights = dict(table.weights) if table is not None else {}
+    for key, weight in given.items():
+        if table is not None:
+            weights[table.resolve(key)] = weight
+        elif str(key).isdigit():
+            weights[int(key)] = weight
+        else:
+            raise InputError(
+                f"class weight {key}={weight:g}: class names need a class table; use the id"
+            )
+    return weights

@@ -11,8 +11,6 @@ from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import CatalogOption, QuietOption, load_catalog
 from geotiler.cli.run import find_pipeline, print_report, run_with_display
-from geotiler.report import write_report
-from geotiler.synthetic import ensure_demo
 
 
 @app.command()
@@ -21,6 +19,9 @@ def demo(catalog: CatalogOption = None, quiet: QuietOption = False) -> None:
 
     Example: [bold]geotiler demo[/] (what `make demo` runs; about 5 minutes on 2 CPU cores)
     """
+    from geotiler.report import write_report
+    from geotiler.synthetic import ensure_demo
+
     cat = load_catalog(catalog)
     pipeline = find_pipeline("demo", cat)
     name = "demo"

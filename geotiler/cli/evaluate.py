@@ -12,9 +12,7 @@ from rich.table import Table
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
-from geotiler.evaluate import evaluate as run_evaluate
 from geotiler.grid import Grid
-from geotiler.rescale import rescale
 
 
 @app.command()
@@ -50,6 +48,8 @@ def evaluate(
     prediction = prediction or cat.output_path("predict", dataset)
     truth = truth or cat.output_path("rescale", dataset)
     report = output or cat.output_path("evaluate", dataset)
+    from geotiler.evaluate import evaluate as run_evaluate
+
     table = cat.class_table(classes) if classes else None
     rows = Grid.from_raster(prediction).rows
     with progress_bar("evaluate", rows, unit="rows", quiet=quiet) as advance:
@@ -86,4 +86,6 @@ def _pct(value: float) -> str:
 
 
 def _mode_rescale(truth: Path, grid: Grid, out: Path) -> Path:
+    from geotiler.rescale import rescale
+
     return rescale(truth, grid, out, method="mode", overwrite=True).path

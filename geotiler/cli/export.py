@@ -16,7 +16,6 @@ from geotiler.cli.options import (
     QuietOption,
     load_catalog,
 )
-from geotiler.inference import export_onnx
 
 
 @app.command()
@@ -40,6 +39,8 @@ def export(
     Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
     """
     checkpoint = checkpoint or load_catalog(catalog).output_path("train", dataset) / "best.pt"
+    from geotiler.inference import export_onnx
+
     path = export_onnx(checkpoint, output, overwrite=overwrite)
     if not quiet:
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

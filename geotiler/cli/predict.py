@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import Field
 from rich.table import Table
 
 from geotiler.cli import app
@@ -19,17 +18,8 @@ from geotiler.cli.options import (
     QuietOption,
     load_catalog,
 )
-from geotiler.config import StageSettings, load_pipeline, resolve_settings
-from geotiler.inference import load_predictor
-from geotiler.predict import PredictResult, predict_scene, tile_offsets
-
-
-class PredictSettings(StageSettings):
-    overlap: int | None = Field(default=None, ge=0, description="px; default a quarter tile")
-    batch_size: int = Field(default=8, ge=1)
-    tta: bool = False
-    cog: bool = False
-    device: str = "auto"
+from geotiler.config import load_pipeline, resolve_settings
+from geotiler.predict import PredictResult, PredictSettings, predict_scene, tile_offsets
 
 
 @app.command()
@@ -93,6 +83,8 @@ def predict(
     scene = scene or next(iter(cat.scene_paths(dataset).values()))
     output = output or cat.output_path("predict", dataset)
     model = model or cat.output_path("train", dataset) / "best.pt"
+    from geotiler.inference import load_predictor
+
     predictor = load_predictor(model, device=settings.device)
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None

@@ -21,7 +21,6 @@ from geotiler.cli.options import (
 )
 from geotiler.config import load_pipeline, resolve_settings
 from geotiler.errors import CatalogError
-from geotiler.synthetic import ensure_generated
 
 if TYPE_CHECKING:
     from geotiler.catalog import Catalog, ClassTable
@@ -86,7 +85,7 @@ def rescale(
     """
     from geotiler.grid import Grid
     from geotiler.io import check_output
-    from geotiler.rescale import RescaleSettings, target_grid
+    from geotiler.rescale import RescaleSettings, resolve_class_weights, target_grid
     from geotiler.rescale import rescale as run_rescale
 
     targets = [flag for flag, v in (("--like", like), ("--factor", factor)) if v is not None]
@@ -117,7 +116,7 @@ def rescale(
             target,
             out,
             method=settings.method,
-            weights=_weights(settings.class_weights, settings.method, table),
+            weights=resolve_class_weights(settings.class_weights, settings.method, table),
             classes=table,
             memory_mb=settings.memory_mb,
             workers=settings.workers,
@@ -165,6 +164,8 @@ def _source(
         raise CatalogError(
             f"{cat.where}: dataset {name or cat.default_dataset!r} has no mask; give MASK"
         )
+    from geotiler.synthetic import ensure_generated
+
     ensure_generated(cat, name)
     return path, cat.dataset_classes(name)
 
@@ -176,26 +177,10 @@ def _dataset_scene(cat: Catalog, name: str | None) -> Path:
             f"{cat.where}: dataset {name or cat.default_dataset!r} has no scenes to take the "
             "target grid from; give --like RASTER, --factor N or --resolution R"
         )
+    from geotiler.synthetic import ensure_generated
+
     ensure_generated(cat, name)
     return next(iter(scenes.values()))
-
-
-def _weights(
-    given: dict[int | str, float], method: str, table: ClassTable | None
-) -> dict[int, float] | None:
-    if method != "weighted-mode":
-        return None
-    weights = dict(table.weights) if table is not None else {}
-    for key, weight in given.items():
-        if table is not None:
-            weights[table.resolve(key)] = weight
-        elif str(key).isdigit():
-            weights[int(key)] = weight
-        else:
-            raise typer.BadParameter(
-                f"--class-weight {key}={weight:g}: class names need a class table; use the id"
-            )
-    return weights
 
 
 def print_summary(result: RescaleResult) -> None:

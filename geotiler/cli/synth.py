@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -22,10 +22,11 @@ from geotiler.cli.options import (
 )
 from geotiler.config import load_pipeline
 from geotiler.errors import CatalogError
-from geotiler.synthetic import SynthResult, synthesize
-from geotiler.synthetic.dataset import check_outputs, file_names
 
 MASK_LAYOUTS = ("tiled", "strip")
+
+if TYPE_CHECKING:
+    from geotiler.synthetic import SynthResult
 
 
 @app.command()
@@ -86,6 +87,9 @@ def synth(
         },
     )
     target = out_dir or cat.data_dir(name)
+    from geotiler.synthetic import synthesize
+    from geotiler.synthetic.dataset import check_outputs, file_names
+
     names = file_names(cat, name)
     check_outputs(target, names, overwrite=overwrite)
     mask_rows = spec.scene_px * spec.factor

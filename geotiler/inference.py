@@ -46,7 +46,8 @@ class _Normalised:
             else ClassTable.model_validate(meta["classes"])
         )
         self.mean = np.asarray(meta["band_mean"], np.float32).reshape(1, -1, 1, 1)
-        self.std = np.asarray(meta["band_std"], np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(meta["band_std"], np.float32).reshape(1, -1, 1, 1)
+        self.std = np.where(std > 0, std, 1.0).astype(np.float32)  # as in training: constant bands
 
     def normalise(self, batch: np.ndarray) -> np.ndarray:
         return ((batch - self.mean) / self.std).astype(np.float32, copy=False)

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MaskLayout = Literal["tiled", "strip"]
 Progress = Callable[[int], None]
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 """Bumped whenever the same spec would give different pixels (so cached datasets regenerate)."""
 CRS_CODE = "EPSG:32631"
 ORIGIN = (240000.0, 4780000.0)

@@ -25,7 +25,9 @@ _COMMON = {
     3: (250, 450, 290, 720, 1950, 2550, 2850, 3000, 1400, 650),  # forest
     5: (1250, 1600, 1900, 2100, 2300, 2400, 2500, 2600, 3550, 3050),  # bare soil
     6: (1100, 1250, 1350, 1500, 1650, 1750, 1850, 1900, 2400, 2150),  # urban
-    7: (850, 1050, 1100, 1400, 1850, 2100, 2250, 2350, 2550, 2000),  # isolated urban
+    # Isolated urban: farmsteads (masies) with terracotta roofs and a bare yard: red above green,
+    # flat red edge, darker SWIR than bare fields (a plain grey roof would read as woody crops).
+    7: (1000, 1250, 2000, 2200, 2250, 2300, 2350, 2400, 2700, 2300),  # isolated urban
     9: (1650, 1850, 2000, 2100, 2200, 2250, 2300, 2350, 2850, 2650),  # industrial
     10: (2300, 2600, 2850, 3000, 3100, 3200, 3300, 3350, 4000, 3600),  # mining
     11: (650, 750, 800, 850, 900, 950, 1000, 1050, 1250, 1150),  # transport (asphalt)

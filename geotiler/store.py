@@ -156,6 +156,8 @@ class StoreWriter:
             self._pending.append((np.full(len(kept), scene, np.int16), kept))
         while self._queued() >= self.shard_tiles:
             self._write_next(self.shard_tiles)
+        # Copy the few tiles left over so the unit's whole batch can be freed now.
+        self._pending = [(s.copy(), b.copy()) for s, b in self._pending]
 
     def _queued(self) -> int:
         return sum(len(b) for _, b in self._pending)

@@ -46,7 +46,8 @@ from geotiler.tiling import (
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-MAX_SHARD_BYTES = 256 * 2**20
+# Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it.
+MAX_SHARD_BYTES = 64 * 2**20
 PIECE_COLS = 2048
 
 

@@ -36,6 +36,9 @@ from geotiler.io import open_raster
 VISIBLE_BANDS = ("B02", "B03", "B04")
 CLOUD_VALUES = (1, 2)
 MIN_TASKS = 4
+# Pieces read per Dask call: bounds the decoded data in flight on wide scenes.
+PIECES_IN_FLIGHT = 4
+PIECE_ROWS = 512
 
 
 def tile_offsets(length_px: int, size_px: int, stride_px: int) -> np.ndarray:
@@ -129,6 +132,10 @@ class TileBatch:
     def take(self, start: int, stop: int | None = None) -> TileBatch:
         """The tiles ``start:stop`` (views)."""
         return TileBatch(*(getattr(self, name)[start:stop] for name in _BATCH_FIELDS))
+
+    def copy(self) -> TileBatch:
+        """A copy owning its memory."""
+        return TileBatch(*(getattr(self, name).copy() for name in _BATCH_FIELDS))
 
     @classmethod
     def concat(cls, batches: Sequence[TileBatch]) -> TileBatch:
@@ -278,7 +285,13 @@ class RowBuffer:
             for row, end in self._row_pieces(start, stop)
             for col in self.col_starts
         ]
-        pieces = dask.compute(*(dask.delayed(read_piece)(self.sources, w) for w in windows))
+        for first in range(0, len(windows), PIECES_IN_FLIGHT):
+            group = windows[first : first + PIECES_IN_FLIGHT]
+            pieces = dask.compute(*(dask.delayed(read_piece)(self.sources, w) for w in group))
+            self._store(group, pieces)
+        self.rows = stop - self.top
+
+    def _store(self, windows: list[Window], pieces: tuple[tuple[np.ndarray, ...], ...]) -> None:
         for window, (image, mask, valid, clouds) in zip(windows, pieces, strict=True):
             at = slice(window.row_off - self.top, window.row_off + window.height - self.top)
             cols = slice(window.col_off, window.col_off + window.width)
@@ -287,12 +300,13 @@ class RowBuffer:
             self.valid[at, cols] = valid
             if self.clouds.size:
                 self.clouds[at, cols] = clouds
-        self.rows = stop - self.top
 
     def _row_pieces(self, start: int, stop: int) -> list[tuple[int, int]]:
-        """Block-aligned row ranges, enough for ``MIN_TASKS`` tasks in all (striped files)."""
-        parts = -(-MIN_TASKS // len(self.col_starts))
+        """Block-aligned row ranges of about ``PIECE_ROWS``, at least ``MIN_TASKS`` pieces."""
         blocks = -(-(stop - start) // self.block_rows)
+        parts = max(
+            -(-MIN_TASKS // len(self.col_starts)), -(-blocks * self.block_rows // PIECE_ROWS)
+        )
         step = max(1, -(-blocks // parts)) * self.block_rows
         edges = [start, *range(start - start % self.block_rows + step, stop, step), stop]
         return [(a, b) for a, b in itertools.pairwise(edges) if b > a]

@@ -17,7 +17,7 @@ from geotiler.errors import CatalogError, InputError, OutputExistsError
 from geotiler.grid import Grid
 from geotiler.io import read_class_table
 from geotiler.synthetic import SynthResult, ensure_demo, generate
-from geotiler.synthetic.spectra import BANDS
+from geotiler.synthetic.spectra import BANDS, SEASONS, spectra_matrix
 
 REPO_CATALOG = Path(__file__).resolve().parents[1] / "data_catalog.yaml"
 FILES = (
@@ -133,6 +133,18 @@ def test_spectra_look_like_sentinel2(clear: SynthResult) -> None:
     share = (blocks(mask) == 12).mean(axis=2)
     mixed = (share > 0.3) & (share < 0.7)
     assert april[B08][water].mean() < april[B08][mixed].mean()
+
+
+def test_every_class_has_its_own_signature_in_each_season() -> None:
+    # Classes a 10 m model must tell apart (isolated farmsteads vs woody crops, parks vs crops,
+    # quarries vs bare fields) differ by more than a feature's tone in at least one band.
+    for season in SEASONS:
+        log_spectra = np.log(spectra_matrix(season)[1:])
+        gap = np.abs(log_spectra[:, None] - log_spectra[None]).max(axis=2)
+        np.fill_diagonal(gap, np.inf)
+        assert gap.min() > 0.15, season
+    roofs = spectra_matrix("april")[7]
+    assert roofs[BANDS.index("B04")] > 1.4 * roofs[BANDS.index("B03")]  # terracotta roofs
 
 
 def test_clouds_where_the_cloud_mask_says(demo: SynthResult, clear: SynthResult) -> None:

@@ -207,7 +207,7 @@ class _Rescale(_Stage):
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
-        from geotiler.rescale import rescale, resolve_class_weights, target_grid
+        from geotiler.rescale import rescale_with_settings, target_grid
 
         mask, scene = self.inputs(catalog, name)
         table = catalog.dataset_classes(name)
@@ -218,15 +218,10 @@ class _Rescale(_Stage):
             )
         else:
             target = Grid.from_raster(scene)
-        weights = resolve_class_weights(settings.class_weights, settings.method, table)
         with progress("rescale", source_grid.rows, "rows") as advance:
-            result = rescale(
-                mask, target, output, method=settings.method, weights=weights, classes=table,
-                memory_mb=settings.memory_mb, workers=settings.workers,
-                scheduler=settings.scheduler, cog=settings.cog, compress=settings.compress,
-                block_px=settings.block_px, gdal_cache_mb=settings.gdal_cache_mb,
-                overwrite=True, progress=advance,
-            )  # fmt: skip
+            result = rescale_with_settings(
+                mask, target, output, settings, classes=table, overwrite=True, progress=advance
+            )
         return {"source Mpx/s": round(result.source_px / max(result.seconds, 1e-9) / 1e6, 1)}
 
 

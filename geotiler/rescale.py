@@ -403,3 +403,33 @@ def resolve_class_weights(
                 f"class weight {key}={weight:g}: class names need a class table; use the id"
             )
     return weights
+
+
+def rescale_with_settings(
+    source: str | os.PathLike[str],
+    target: Grid,
+    out: str | os.PathLike[str],
+    settings: RescaleSettings,
+    *,
+    classes: ClassTable | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> RescaleResult:
+    """:func:`rescale` driven by resolved settings (what the CLI and the pipeline use)."""
+    return rescale(
+        source,
+        target,
+        out,
+        method=settings.method,
+        weights=resolve_class_weights(settings.class_weights, settings.method, classes),
+        classes=classes,
+        memory_mb=settings.memory_mb,
+        workers=settings.workers,
+        scheduler=settings.scheduler,
+        cog=settings.cog,
+        compress=settings.compress,
+        block_px=settings.block_px,
+        gdal_cache_mb=settings.gdal_cache_mb,
+        overwrite=overwrite,
+        progress=progress,
+    )

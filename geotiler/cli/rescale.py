@@ -85,8 +85,7 @@ def rescale(
     """
     from geotiler.grid import Grid
     from geotiler.io import check_output
-    from geotiler.rescale import RescaleSettings, resolve_class_weights, target_grid
-    from geotiler.rescale import rescale as run_rescale
+    from geotiler.rescale import RescaleSettings, rescale_with_settings, target_grid
 
     targets = [flag for flag, v in (("--like", like), ("--factor", factor)) if v is not None]
     targets += ["--resolution"] if resolution is not None else []
@@ -111,22 +110,8 @@ def rescale(
     out = output or cat.output_path("rescale", name)
     check_output(out, overwrite=overwrite)
     with progress_bar("rescaling", source_grid.rows, unit="source rows", quiet=quiet) as advance:
-        result = run_rescale(
-            source,
-            target,
-            out,
-            method=settings.method,
-            weights=resolve_class_weights(settings.class_weights, settings.method, table),
-            classes=table,
-            memory_mb=settings.memory_mb,
-            workers=settings.workers,
-            scheduler=settings.scheduler,
-            cog=settings.cog,
-            compress=settings.compress,
-            block_px=settings.block_px,
-            gdal_cache_mb=settings.gdal_cache_mb,
-            overwrite=overwrite,
-            progress=advance,
+        result = rescale_with_settings(
+            source, target, out, settings, classes=table, overwrite=overwrite, progress=advance
         )
     if not quiet:
         for notice in result.notices:

@@ -48,7 +48,9 @@ def make_plan(
     name = dataset.name
     spec = METHODS[method]
     if dataset.count != 1:
-        raise InputError(f"{name}: rescaling needs a single-band class raster, got {dataset.count}")
+        raise InputError(
+            f"{name}: rescaling needs a single-band class raster, got {dataset.count} bands"
+        )
     dtype = dataset.dtypes[0]
     if spec.needs_integer and not np.issubdtype(np.dtype(dtype), np.integer):
         raise InputError(

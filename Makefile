@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck clean
+.PHONY: setup demo test lint typecheck clean reference-model
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ typecheck: setup
 
 test: lint typecheck
 	$(BIN)/pytest -n 2 --durations=15
+
+# The small reference checkpoint shipped in models/reference (deterministic on CPU).
+reference-model: setup
+	$(BIN)/geotiler demo --quiet
+	$(BIN)/geotiler export work/demo/run/best.pt -o models/reference/demo-unet-tiny.pt --overwrite
 
 clean:
 	rm -rf $(VENV) work .pytest_cache .mypy_cache .ruff_cache

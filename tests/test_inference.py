@@ -151,3 +151,26 @@ def test_predict_bad_inputs(runner, checkpoint, scene, tmp_path, write_raster) -
         dataset.write(np.ones((3, 40, 40), np.uint16))
     code, output = run(str(no_crs), "-o", str(tmp_path / "f.tif"), "--model", str(checkpoint))
     assert code == 1 and "no CRS" in output
+
+
+def test_export_pt_drops_training_state_and_still_predicts(runner, checkpoint, scene, tmp_path):
+    content = torch.load(checkpoint, weights_only=True)
+    content["resume"] = {"optimizer": {"state": torch.zeros(1000, 100)}}
+    torch.save(content, checkpoint)
+    slim = tmp_path / "slim.pt"
+    result = runner.invoke(app, ["export", str(checkpoint), "-o", str(slim)])
+    assert result.exit_code == 0, result.output
+    assert "resume" not in torch.load(slim, weights_only=True)
+    assert slim.stat().st_size < checkpoint.stat().st_size / 2
+    out = tmp_path / "slim.tif"
+    run = runner.invoke(app, ["predict", str(scene), "-o", str(out), "--model", str(slim), "-q"])
+    assert run.exit_code == 0, run.output
+
+
+def test_shipped_reference_model_loads() -> None:
+    from geotiler.inference import load_predictor
+
+    reference = Path(__file__).parents[1] / "models" / "reference" / "demo-unet-tiny.pt"
+    predictor = load_predictor(reference, device="cpu")
+    assert predictor.bands == ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+    assert predictor.classes.name == "catalonia12"

@@ -31,16 +31,22 @@ def export(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Export a checkpoint to ONNX for `geotiler predict --model model.onnx` or other runtimes.
+    """Export a checkpoint to ONNX, or to a slim .pt with no training state.
 
-    The model has dynamic batch and spatial axes; its metadata holds the bands, their
-    normalisation and the class table.
+    An .onnx output has dynamic batch and spatial axes and its metadata holds the bands, their
+    normalisation and the class table (for `geotiler predict --model model.onnx` or other
+    runtimes). A .pt output is the checkpoint without the optimiser and RNG state of --resume.
 
     Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
     """
     checkpoint = checkpoint or load_catalog(catalog).output_path("train", dataset) / "best.pt"
-    from geotiler.inference import export_onnx
+    if output.suffix == ".pt":
+        from geotiler.train.checkpoint import export_for_inference
 
-    path = export_onnx(checkpoint, output, overwrite=overwrite)
+        path = export_for_inference(checkpoint, output, overwrite=overwrite)
+    else:
+        from geotiler.inference import export_onnx
+
+        path = export_onnx(checkpoint, output, overwrite=overwrite)
     if not quiet:
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

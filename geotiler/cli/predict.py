@@ -8,8 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from geotiler.catalog import Catalog
 from geotiler.cli import app
-from geotiler.cli.console import console, progress_bar
+from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
     CatalogOption,
     ConfigOption,
@@ -80,9 +81,13 @@ def predict(
         },
         pipeline=load_pipeline(config),
     )
-    scene = scene or next(iter(cat.scene_paths(dataset).values()))
+    if scene is None:
+        from geotiler.synthetic import ensure_generated
+
+        ensure_generated(cat, dataset)
+        scene = next(iter(cat.scene_paths(dataset).values()))
     output = output or cat.output_path("predict", dataset)
-    model = model or cat.output_path("train", dataset) / "best.pt"
+    model = model or _default_model(cat, dataset, quiet=quiet)
     from geotiler.inference import load_predictor
 
     predictor = load_predictor(model, device=settings.device)
@@ -108,6 +113,25 @@ def predict(
         )
     if not quiet:
         _summary(result, predictor.classes.names)
+
+
+REFERENCE_MODEL = "demo-unet-tiny.pt"
+
+
+def _default_model(cat: Catalog, dataset: str | None, *, quiet: bool) -> Path:
+    """The dataset's trained best.pt; for a generated dataset not trained yet, the reference."""
+    trained = cat.output_path("train", dataset) / "best.pt"
+    if trained.exists() or cat.dataset(dataset).synthetic is None:
+        return trained
+    from importlib import resources
+
+    reference = Path(str(resources.files("geotiler"))) / "data" / "models" / "reference"
+    if not quiet:
+        err_console.print(
+            f"[yellow]note:[/] {trained} does not exist yet; using the reference model trained "
+            "on the demo dataset (train your own with `geotiler train`)"
+        )
+    return reference / REFERENCE_MODEL
 
 
 def _tile_count(scene: Path, tile: int, overlap: int | None) -> int:

@@ -113,3 +113,14 @@ def load_checkpoint(
     meta = {k: v for k, v in content.items() if k not in ("state_dict", "resume")}
     meta["classes"] = ClassTable.model_validate(content["classes"])
     return model, meta
+
+
+def export_for_inference(
+    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """A copy of ``checkpoint`` without its resume state (optimiser, RNG): what predict needs."""
+    content = read_checkpoint(checkpoint)
+    content.pop("resume", None)
+    with atomic_output(output, overwrite=overwrite) as temporary:
+        torch.save(content, temporary)
+    return Path(output)

@@ -25,9 +25,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from geotiler.errors import InputError, OutputExistsError, TrainingError
+from geotiler.train import data as train_data
 from geotiler.train import distributed
 from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
-from geotiler.train.data import StoreSummary, make_loaders, open_store
+from geotiler.train.data import StoreSummary, make_loaders
 from geotiler.train.distributed import Runtime
 from geotiler.train.losses import LossContext, build_loss
 from geotiler.train.metrics import Scores, confusion_matrix, save_confusion, scores_for_table
@@ -95,7 +96,7 @@ def train(
 ) -> TrainResult:
     """Train ``settings.model`` on the store's train split; see the module docstring."""
     out = Path(run_dir)
-    open_store(store)  # inputs first: a missing or incomplete store is the error to report
+    train_data.open_store(store)  # inputs first: a missing or incomplete store is the error
     previous = read_checkpoint(out / "last.pt") if resume else None
     if not resume and out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(

@@ -241,11 +241,11 @@ class _Tile(_Stage):
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
-        from geotiler.tile import make_tiles
+        from geotiler.tile import count_positions, make_tiles
         from geotiler.tile_inputs import tile_inputs
 
         inputs = tile_inputs(catalog, name, [], None, settings.classes, settings.nodata)
-        with progress("tile", 0, "tiles") as advance:
+        with progress("tile", count_positions(inputs, settings), "tiles") as advance:
             store = make_tiles(
                 inputs, output, settings, overwrite=True, progress=advance,
                 command=f"geotiler run --dataset {name}",
@@ -295,11 +295,12 @@ class _Predict(_Stage):
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
         from geotiler.inference import load_predictor
-        from geotiler.predict import predict_scene
+        from geotiler.predict import count_tiles, predict_scene
 
         scene, checkpoint = self.inputs(catalog, name)
         predictor = load_predictor(checkpoint, device=settings.device)
-        with progress("predict", 0, "tiles") as advance:
+        total = count_tiles(Grid.from_raster(scene), predictor.tile_size, settings.overlap)
+        with progress("predict", total, "tiles") as advance:
             result = predict_scene(
                 scene, output, predictor=predictor, classes=predictor.classes,
                 overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,

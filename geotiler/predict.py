@@ -88,6 +88,20 @@ def tile_offsets(length_px: int, tile_px: int, stride_px: int) -> list[int]:
     return offsets
 
 
+def default_overlap(tile_px: int) -> int:
+    """The overlap used when none is given: a quarter of the tile."""
+    return tile_px // 4
+
+
+def count_tiles(grid: Grid, tile_px: int, overlap_px: int | None = None) -> int:
+    """How many tiles :func:`predict_scene` runs over ``grid`` (for progress totals)."""
+    overlap = default_overlap(tile_px) if overlap_px is None else overlap_px
+    stride = max(tile_px - overlap, 1)
+    return len(tile_offsets(grid.rows, tile_px, stride)) * len(
+        tile_offsets(grid.cols, tile_px, stride)
+    )
+
+
 def blend_window(tile_px: int) -> np.ndarray:
     """A 2-D Hann weight, strictly positive so a pixel seen by one tile keeps that tile's value."""
     ramp = np.sin(np.pi * (np.arange(tile_px) + 0.5) / tile_px) ** 2
@@ -195,7 +209,7 @@ class _Engine:
         self.chosen = chosen
         self.tile = predictor.tile_size
         self.rows, self.cols = dataset.height, dataset.width
-        overlap_px = self.tile // 4 if overlap_px is None else overlap_px
+        overlap_px = default_overlap(self.tile) if overlap_px is None else overlap_px
         if not 0 <= overlap_px < self.tile:
             raise InputError(f"--overlap must be in [0, {self.tile}) px, got {overlap_px}")
         self.row_offsets = tile_offsets(self.rows, self.tile, self.tile - overlap_px)

@@ -357,3 +357,18 @@ def _meta(
         "settings": settings.model_dump(mode="json"),
         "command": command,
     }
+
+
+def count_positions(inputs: TileInputs, settings: TileSettings) -> int:
+    """Tile positions over every scene (a progress total); 0 when the scene cannot be read,
+    which :func:`make_tiles` then reports."""
+    from geotiler.errors import GeotilerError
+    from geotiler.grid import Grid
+    from geotiler.tiling import TileLayout
+
+    try:
+        grid = Grid.from_raster(next(iter(inputs.scenes.values())))
+    except (GeotilerError, StopIteration):
+        return 0
+    rows, cols = TileLayout(grid, settings.size, settings.stride).shape
+    return rows * cols * len(inputs.scenes)

@@ -20,7 +20,8 @@ from geotiler.cli.options import (
     load_catalog,
 )
 from geotiler.config import load_pipeline, resolve_settings
-from geotiler.predict import PredictResult, PredictSettings, predict_scene, tile_offsets
+from geotiler.grid import Grid
+from geotiler.predict import PredictResult, PredictSettings, count_tiles, predict_scene
 
 
 @app.command()
@@ -94,7 +95,7 @@ def predict(
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )
-    total = _tile_count(scene, predictor.tile_size, settings.overlap)
+    total = count_tiles(Grid.from_raster(scene), predictor.tile_size, settings.overlap)
     with progress_bar("predict", total, unit="tiles", quiet=quiet) as advance:
         result = predict_scene(
             scene,
@@ -132,16 +133,6 @@ def _default_model(cat: Catalog, dataset: str | None, *, quiet: bool) -> Path:
             "on the demo dataset (train your own with `geotiler train`)"
         )
     return reference / REFERENCE_MODEL
-
-
-def _tile_count(scene: Path, tile: int, overlap: int | None) -> int:
-    from geotiler.grid import Grid
-
-    grid = Grid.from_raster(scene)
-    stride = tile - (tile // 4 if overlap is None else overlap)
-    if stride < 1:
-        return 1
-    return len(tile_offsets(grid.rows, tile, stride)) * len(tile_offsets(grid.cols, tile, stride))
 
 
 def _summary(result: PredictResult, names: dict[int, str]) -> None:

@@ -22,7 +22,6 @@ from geotiler.cli.options import (
     load_catalog,
 )
 from geotiler.config import load_pipeline, resolve_settings
-from geotiler.errors import GeotilerError
 
 FilterOption = Annotated[
     list[str] | None,
@@ -120,7 +119,9 @@ def tile(
 
     inputs = tile_inputs(cat, name, scenes or [], mask, settings.classes, settings.nodata)
     target = output or cat.output_path("tile", name)
-    positions = _positions(inputs, settings)
+    from geotiler.tile import count_positions
+
+    positions = count_positions(inputs, settings)
     with progress_bar("tiling", positions, unit="tiles", quiet=quiet) as advance:
         store = make_tiles(
             inputs, target, settings, overwrite=overwrite, progress=advance, command=_command()
@@ -143,18 +144,6 @@ def parse_split_aoi(values: list[str] | None) -> dict[str, str] | None:
             )
         areas[split.strip()] = path.strip()
     return areas
-
-
-def _positions(inputs: Any, settings: Any) -> int:
-    from geotiler.grid import Grid
-    from geotiler.tiling import TileLayout
-
-    try:
-        grid = Grid.from_raster(next(iter(inputs.scenes.values())))
-        rows, cols = TileLayout(grid, settings.size, settings.stride).shape
-    except GeotilerError:
-        return 0  # make_tiles reports the problem
-    return rows * cols * len(inputs.scenes)
 
 
 def _command() -> str:

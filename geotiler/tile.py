@@ -25,7 +25,7 @@ from geotiler.balance import parse_balance
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
 from geotiler.decisions import DecisionSettings, decide
-from geotiler.errors import GridMismatchError, InputError
+from geotiler.errors import GeotilerError, GridMismatchError, InputError
 from geotiler.filters import parse_filter
 from geotiler.footprints import read_area, touching
 from geotiler.grid import Grid
@@ -360,15 +360,15 @@ def _meta(
 
 
 def count_positions(inputs: TileInputs, settings: TileSettings) -> int:
-    """Tile positions over every scene (a progress total); 0 when the scene cannot be read,
-    which :func:`make_tiles` then reports."""
-    from geotiler.errors import GeotilerError
-    from geotiler.grid import Grid
-    from geotiler.tiling import TileLayout
+    """Tile positions over every scene within the AOI (a progress total); 0 when the scene cannot
+    be read, which :func:`make_tiles` then reports.
 
+    Raises:
+        InputError: the AOI cannot be read or touches no tile (before any progress is shown).
+    """
     try:
         grid = Grid.from_raster(next(iter(inputs.scenes.values())))
     except (GeotilerError, StopIteration):
         return 0
-    rows, cols = TileLayout(grid, settings.size, settings.stride).shape
-    return rows * cols * len(inputs.scenes)
+    active = _active_positions(TileLayout(grid, settings.size, settings.stride), settings.aoi)
+    return int(active.sum()) * len(inputs.scenes)

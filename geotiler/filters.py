@@ -86,8 +86,9 @@ def drop_cloud(index: TileIndex, max_fraction: float, classes: ClassTable) -> np
     fraction = index.cloud_fraction
     if len(fraction) and np.isnan(fraction).all():
         raise InputError(
-            "the cloud filter needs a cloud fraction: give the dataset cloud masks in the "
-            "catalog, or scenes with bands named B02, B03, B04 for the spectral test"
+            "the cloud filter needs a cloud fraction: give cloud masks (--clouds SCENE=FILE or "
+            "the dataset's cloud_masks in the catalog), or scenes with bands named B02, B03, B04 "
+            "for the spectral test"
         )
     return np.nan_to_num(fraction, nan=0.0) > max_fraction
 

@@ -1,9 +1,10 @@
-"""Finding a tile run's class table: a catalog table, a YAML/JSON file, the mask's metadata, or
-the values present in the mask.
+"""Gathering a tile run's inputs: scenes, mask, cloud masks (catalog and ``--clouds``) and the class
+table (a catalog table, a YAML/JSON file, the mask's metadata, or the values present in the mask).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,11 +92,15 @@ def tile_inputs(
     mask: Path | None,
     classes: str | None,
     nodata: int | None,
+    *,
+    clouds: Sequence[str] = (),
 ) -> TileInputs:
     """Scenes, mask, cloud masks, class table and band names from the arguments and catalog.
 
     Scenes given on the command line need no catalog entry; without them the dataset's scenes
     (generated first for a generated dataset) and the rescaled mask of its work directory are used.
+    ``clouds`` are ``--clouds`` values (see :func:`parse_cloud_masks`); they override and extend
+    the catalog's cloud masks.
     """
     from geotiler.synthetic import ensure_generated
     from geotiler.tile import TileInputs
@@ -107,6 +112,8 @@ def tile_inputs(
     scene_paths = catalog.scene_paths(name) if from_catalog else {p.stem: p for p in scenes}
     if len(scene_paths) != len(scenes or scene_paths):
         raise InputError("scene file names repeat; give scenes with different names")
+    cloud_paths = catalog.cloud_mask_paths(name) if from_catalog else {}
+    cloud_paths.update(parse_cloud_masks(clouds, scene_paths))
     mask_path = mask or catalog.output_path("rescale", name)
     if not mask_path.exists():
         raise InputError(
@@ -122,6 +129,38 @@ def tile_inputs(
         table = classes_of_mask(mask_path, nodata)
     if nodata is not None and table.nodata != nodata:
         table = with_nodata(table, nodata)
-    clouds = catalog.cloud_mask_paths(name) if from_catalog else {}
     bands = dataset.bands if from_catalog else ()
-    return TileInputs(scene_paths, mask_path, table, clouds=clouds, bands=tuple(bands))
+    return TileInputs(scene_paths, mask_path, table, clouds=cloud_paths, bands=tuple(bands))
+
+
+def parse_cloud_masks(specs: Sequence[str], scenes: Mapping[str, Path]) -> dict[str, Path]:
+    """Scene name -> cloud mask from ``--clouds`` values ``SCENE=FILE``, or a bare ``FILE`` when
+    there is exactly one scene.
+
+    Raises:
+        InputError: an unknown scene, a scene given twice, a bare file with several scenes, or a
+            local cloud mask file that does not exist.
+    """
+    known = ", ".join(scenes) or "none"
+    masks: dict[str, Path] = {}
+    for spec in specs:
+        scene, sep, file = spec.partition("=")
+        if not sep:
+            if len(scenes) != 1:
+                raise InputError(
+                    f"--clouds {spec}: say which scene it is for with SCENE=FILE (scenes: {known})"
+                )
+            scene, file = next(iter(scenes)), spec
+        scene, file = scene.strip(), file.strip()
+        if scene not in scenes:
+            raise InputError(f"--clouds {spec}: no scene {scene!r}; known scenes: {known}")
+        if not file:
+            raise InputError(f"--clouds {spec}: no file after '='; use SCENE=cloudmask.tif")
+        if scene in masks:
+            raise InputError(f"--clouds: scene {scene!r} is given two cloud masks; give one")
+        path = Path(file)
+        is_remote = "://" in file or file.startswith("/vsi")
+        if not is_remote and not path.is_file():
+            raise InputError(f"{path}: cloud mask file not found (--clouds {spec})")
+        masks[scene] = path
+    return masks

@@ -49,6 +49,16 @@ SeedOption = Annotated[int | None, typer.Option(help="Seed for dealing blocks to
 BlockOption = Annotated[
     int | None, typer.Option(min=1, help="Split block side in tiles (default: about 30 blocks).")
 ]
+CloudsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--clouds",
+        metavar="[SCENE=]FILE",
+        help="Cloud mask (1 cloud, 2 shadow, 0 clear) on the scene grid for a scene (file stem "
+        "or catalog season), e.g. april=clouds.tif; a bare FILE with one scene. Overrides the "
+        "catalog's. Repeatable.",
+    ),
+]
 IndexOption = Annotated[
     Path | None,
     typer.Option("--index", help="Also write tile footprints to a .gpkg or .parquet for QGIS."),
@@ -63,6 +73,7 @@ def tile(
     mask: Annotated[
         Path | None, typer.Option(help="Mask on the scene grid (default: the rescaled mask).")
     ] = None,
+    clouds: CloudsOption = None,
     size: Annotated[int | None, typer.Option(min=8, help="Tile side in pixels [300].")] = None,
     overlap: Annotated[
         int | None, typer.Option(min=0, help="Pixels neighbouring tiles share [0].")
@@ -97,9 +108,12 @@ def tile(
     Tiles are SIZE px squares every SIZE - OVERLAP px; the last tile row and column are snapped
     to the bottom and right edges, so every tile is full size (edge tiles overlap a bit more).
     Tiles without a valid pixel are not stored. An interrupted run resumes when re-run.
+    Each tile's cloud fraction comes from the scene's cloud mask (the catalog's or --clouds),
+    else from a spectral test on bands B02, B03, B04; --filter cloud drops cloudy tiles.
 
     Examples: [bold]geotiler tile --size 300 --filter water-only[/],
     [bold]geotiler tile scene.tif --mask mask.tif --classes classes.yaml -o tiles.zarr[/],
+    [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/],
     [bold]geotiler tile --overlap 50 --split block:0.7,0.15,0.15 --balance sqrt-inverse[/].
     """
     from geotiler.decisions import export_index
@@ -117,7 +131,9 @@ def tile(
     cat = load_catalog(catalog)
     from geotiler.tile_inputs import tile_inputs
 
-    inputs = tile_inputs(cat, name, scenes or [], mask, settings.classes, settings.nodata)
+    inputs = tile_inputs(
+        cat, name, scenes or [], mask, settings.classes, settings.nodata, clouds=clouds or ()
+    )
     target = output or cat.output_path("tile", name)
     from geotiler.tile import count_positions
 

@@ -94,7 +94,7 @@ class MethodSpec:
 
 def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule."""
-    from geotiler.kernels import mode_kernel  # numba loads in ~0.2 s: only when needed
+    from geotiler.kernels import PACKED_MAX_FACTOR, mode_kernel, packed_mode_kernel  # numba: lazily
 
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -109,9 +109,10 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     try:
         with open_raster(plan.source) as dataset:
             dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=src)
-        mode_kernel(
-            src, top - r0, left - c0, factor, plan.nodata, plan.has_nodata, plan.weights, out, hist
-        )
+        args = (plan.nodata, plan.has_nodata, plan.weights, out, hist)
+        fast = factor <= PACKED_MAX_FACTOR
+        if not (fast and packed_mode_kernel(factor)(src, top - r0, left - c0, *args)):
+            mode_kernel(src, top - r0, left - c0, factor, *args)
     finally:
         buffers.give(src)
     return UnitResult(unit, out, hist)

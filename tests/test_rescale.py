@@ -73,6 +73,45 @@ def test_weighted_mode_keeps_a_narrow_heavy_class(write_raster, tmp_path) -> Non
     assert tied.tolist() == [[3]]  # now 3's 12th pixel (row 3, col 2) comes first
 
 
+def reference_mode(
+    data: np.ndarray, factor: int, nodata: int, weights: dict[int, float]
+) -> np.ndarray:
+    """GDAL's rule written plainly: the running mode, replaced only on a strictly larger score."""
+    rows, cols = -(-data.shape[0] // factor), -(-data.shape[1] // factor)
+    out = np.full((rows, cols), nodata, data.dtype)
+    for i in range(rows):
+        for j in range(cols):
+            counts: dict[int, int] = {}
+            best, best_score = nodata, 0.0
+            for value in data[i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].ravel():
+                if value == nodata:
+                    continue
+                counts[value] = counts.get(value, 0) + 1
+                score = counts[value] * weights.get(int(value), 1.0)
+                if score > best_score:
+                    best, best_score = value, score
+            out[i, j] = best
+    return out
+
+
+@pytest.mark.parametrize(
+    ("n_values", "factor"),
+    [(3, 10), (13, 10), (4, 3), (16, 15), (40, 4), (5, 16)],  # the last two: > 16 values, > 15 px
+)
+def test_mode_equals_the_plain_rule_on_noisy_masks(
+    write_raster, tmp_path, n_values, factor
+) -> None:
+    # Noise over few values makes ties common; edge blocks are partial (the size is no multiple).
+    rng = np.random.default_rng(n_values * 100 + factor)
+    data = rng.integers(0, n_values, size=(5 * factor + 3, 7 * factor + 1), dtype=np.uint8)
+    data[: factor + 1, : 2 * factor] = 1  # whole-block runs next to noise
+    path = write_raster(f"noise_{n_values}_{factor}.tif", data, resolution=1, nodata=0)
+    assert np.array_equal(blocks(path, factor, tmp_path), reference_mode(data, factor, 0, {}))
+    weights = {1: 2.0, 2: 0.5, 3: 1.5}
+    got = blocks(path, factor, tmp_path, method="weighted-mode", weights=weights)
+    assert np.array_equal(got, reference_mode(data, factor, 0, weights))
+
+
 def test_near_takes_the_centre_pixel_rounded_down_right(write_raster, tmp_path) -> None:
     data = (np.arange(100 * 100) % 251).reshape(100, 100).astype(np.uint8)
     path = write_raster("ramp.tif", data, resolution=1)

@@ -8,6 +8,7 @@ scheduler and runs the same graph there.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,10 @@ def use_scheduler(scheduler: str | None = None, *, workers: int | None = None) -
     # The scheduler function itself, not its name: dask imports dask.distributed (~0.3 s) to look
     # for a client whenever the scheduler is given by name.
     options: dict[str, Any] = {"scheduler": _local_get(name)}
-    if workers is not None and name == "threads":
-        options["num_workers"] = workers
+    if name == "threads":
+        # Always explicit: called from a thread other than the main one, dask's threaded get
+        # sizes its pool by Python's default (CPUs + 4), oversubscribing the cores.
+        options["num_workers"] = workers or os.cpu_count() or 1
     with dask.config.set(**options):
         yield None
 

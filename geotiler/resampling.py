@@ -80,6 +80,8 @@ class UnitResult:
 UnitFunction = Callable[[Plan, Unit], UnitResult]
 HIST_EVERY = 8
 """``near`` reads only the rows it samples; every 8th of them is counted for the histogram."""
+CHUNK_BYTES = 1 << 20
+"""Source bytes ``mode`` reads and reduces at a time: about what stays in a core's L2 cache."""
 
 
 @dataclass(frozen=True)
@@ -93,26 +95,38 @@ class MethodSpec:
 
 
 def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
-    """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule."""
+    """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule.
+
+    The window is read and reduced a few block rows at a time (about ``CHUNK_BYTES``), so the
+    kernel finds the pixels GDAL just wrote still in the CPU cache.
+    """
     from geotiler.kernels import PACKED_MAX_FACTOR, mode_kernel, packed_mode_kernel  # numba: lazily
 
     factor = plan.factor or 1
     rows, cols = plan.source_shape
-    top = plan.row_off + unit.row_start * factor
     left = plan.col_off + unit.col_start * factor
-    r0, r1 = max(top, 0), min(plan.row_off + unit.row_stop * factor, rows)
     c0, c1 = max(left, 0), min(plan.col_off + unit.col_stop * factor, cols)
     out = np.empty((unit.row_stop - unit.row_start, unit.col_stop - unit.col_start), plan.dtype)
     hist = np.zeros(plan.n_values, np.int64)
+    row_bytes = factor * max(c1 - c0, 1) * np.dtype(plan.dtype).itemsize
+    step = max(1, CHUNK_BYTES // row_bytes)
+    packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
     buffers = _pool(plan.token)
-    src = buffers.take(r1 - r0, c1 - c0, plan.dtype)
+    src = buffers.take(min(step, len(out)) * factor, c1 - c0, plan.dtype)
     try:
         with open_raster(plan.source) as dataset:
-            dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=src)
-        args = (plan.nodata, plan.has_nodata, plan.weights, out, hist)
-        fast = factor <= PACKED_MAX_FACTOR
-        if not (fast and packed_mode_kernel(factor)(src, top - r0, left - c0, *args)):
-            mode_kernel(src, top - r0, left - c0, factor, *args)
+            for i in range(0, len(out), step):
+                top = plan.row_off + (unit.row_start + i) * factor
+                r0 = max(top, 0)
+                stop = unit.row_start + min(i + step, len(out))
+                r1 = min(plan.row_off + stop * factor, rows)
+                band = src[: max(r1 - r0, 0)]
+                if len(band):
+                    dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=band)
+                args = (plan.nodata, plan.has_nodata, plan.weights, out[i : i + step], hist)
+                if packed is None or not packed(band, top - r0, left - c0, *args):
+                    packed = None  # a 17th value: the general kernel from here on
+                    mode_kernel(band, top - r0, left - c0, factor, *args)
     finally:
         buffers.give(src)
     return UnitResult(unit, out, hist)

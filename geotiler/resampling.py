@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from geotiler.grid import Grid
 from geotiler.io import open_raster
+from geotiler.rawstrips import RawStrips
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,14 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     buffers = _pool(plan.token)
     src = buffers.take(min(step, len(out)) * factor, c1 - c0, plan.dtype)
     try:
-        with open_raster(plan.source) as dataset:
+        with open_raster(plan.source) as dataset, RawStrips.open(dataset) as raw:
             for i in range(0, len(out), step):
                 top = plan.row_off + (unit.row_start + i) * factor
                 r0 = max(top, 0)
                 stop = unit.row_start + min(i + step, len(out))
                 r1 = min(plan.row_off + stop * factor, rows)
                 band = src[: max(r1 - r0, 0)]
-                if len(band):
+                if len(band) and not (raw is not None and raw.read(r0, c0, band)):
                     dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=band)
                 args = (plan.nodata, plan.has_nodata, plan.weights, out[i : i + step], hist)
                 if packed is None or not packed(band, top - r0, left - c0, *args):
@@ -135,9 +136,11 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
 def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     """Nearest neighbour on the exact grid: source pixel ``floor((i + 0.5) * f)`` of each block.
 
-    Where the blocks lie inside the source, GDAL's decimating read takes exactly those pixels
-    and reads only the rows they are on; rows of partial edge blocks are read one at a time.
-    The source histogram counts every ``HIST_EVERY``-th sampled row in full.
+    An uncompressed strip file is read directly, each sampled row's span once
+    (:mod:`geotiler.rawstrips`). Otherwise, where the blocks lie inside the source, GDAL's
+    decimating read takes exactly those pixels and reads only the rows they are on; rows of
+    partial edge blocks are read one at a time. The source histogram counts every
+    ``HIST_EVERY``-th sampled row in full.
     """
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -154,7 +157,12 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     inside_cols = (src_cols - half >= 0) & (src_cols - half + factor <= cols)
     c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
     by_row = set(row_ok.tolist())
-    with open_raster(plan.source) as dataset:
+    with open_raster(plan.source) as dataset, RawStrips.open(dataset) as raw:
+        cols = slice(int(col_ok[0]), int(col_ok[-1]) + 1)
+        if raw is not None and _near_direct(
+            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, cols, hist
+        ):
+            return UnitResult(unit, out, hist)
         if inside_cols[col_ok].all() and len(inside_rows):
             a, b = int(inside_rows[0]), int(inside_rows[-1]) + 1
             ca, cb = int(col_ok[0]), int(col_ok[-1]) + 1
@@ -172,6 +180,31 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
             if k in counted:
                 _count(line, hist)
     return UnitResult(unit, out, hist)
+
+
+def _near_direct(
+    raw: RawStrips,
+    src_rows: np.ndarray,
+    c0: int,
+    c1: int,
+    factor: int,
+    out: np.ndarray,
+    out_rows: np.ndarray,
+    cols: slice,
+    hist: np.ndarray | None,
+) -> bool:
+    """``near`` by reading each sampled row's span once, straight from the file."""
+    line = np.empty((1, c1 - c0), out.dtype)
+    counted = np.zeros_like(hist) if hist is not None else None
+    for n, (row, k) in enumerate(zip(src_rows.tolist(), out_rows.tolist(), strict=True)):
+        if not raw.read(row, c0, line):
+            return False
+        out[k, cols] = line[0, ::factor]  # column c0 is the first sampled one
+        if n % HIST_EVERY == 0:
+            _count(line, counted)
+    if hist is not None and counted is not None:
+        hist += counted
+    return True
 
 
 def _count(values: np.ndarray, hist: np.ndarray | None) -> None:

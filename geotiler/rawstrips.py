@@ -85,7 +85,7 @@ class RawStrips:
         return True
 
     def _pread(self, out: np.ndarray, offset: int) -> bool:
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         return os.preadv(self._fd, [view], offset) == view.nbytes
 
 

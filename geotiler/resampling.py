@@ -158,9 +158,9 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
     by_row = set(row_ok.tolist())
     with open_raster(plan.source) as dataset, RawStrips.open(dataset) as raw:
-        cols = slice(int(col_ok[0]), int(col_ok[-1]) + 1)
+        out_cols = slice(int(col_ok[0]), int(col_ok[-1]) + 1)
         if raw is not None and _near_direct(
-            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, cols, hist
+            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, out_cols, hist
         ):
             return UnitResult(unit, out, hist)
         if inside_cols[col_ok].all() and len(inside_rows):
@@ -190,7 +190,7 @@ def _near_direct(
     factor: int,
     out: np.ndarray,
     out_rows: np.ndarray,
-    cols: slice,
+    out_cols: slice,
     hist: np.ndarray | None,
 ) -> bool:
     """``near`` by reading each sampled row's span once, straight from the file."""
@@ -199,7 +199,7 @@ def _near_direct(
     for n, (row, k) in enumerate(zip(src_rows.tolist(), out_rows.tolist(), strict=True)):
         if not raw.read(row, c0, line):
             return False
-        out[k, cols] = line[0, ::factor]  # column c0 is the first sampled one
+        out[k, out_cols] = line[0, ::factor]  # column c0 is the first sampled one
         if n % HIST_EVERY == 0:
             _count(line, counted)
     if hist is not None and counted is not None:

@@ -65,3 +65,12 @@ def _local_get(name: str) -> Any:
     import dask.multiprocessing
 
     return dask.multiprocessing.get
+
+
+def runs_in_this_process() -> bool:
+    """Whether ``dask.compute`` runs tasks in this process's threads (no cluster configured).
+
+    Tasks may then write their results straight into shared arrays instead of returning them.
+    """
+    scheduler = dask.config.get("scheduler", None)
+    return scheduler is None or scheduler in (_local_get("threads"), _local_get("synchronous"))

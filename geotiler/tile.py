@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from pydantic import Field, field_validator, model_validator
 
 from geotiler import __version__
@@ -37,6 +38,7 @@ from geotiler.tiling import (
     VISIBLE_BANDS,
     RowBuffer,
     Sources,
+    TileArrays,
     TileBatch,
     TileLayout,
     cut_unit,
@@ -69,6 +71,9 @@ class TileSettings(StageSettings):
     workers: int | None = Field(default=None, ge=1)
     shard_tiles: int | None = Field(default=None, ge=1, description="tiles per shard file")
     band_memory_mb: int = Field(default=256, ge=16, description="tile data read per band")
+    gdal_cache_mb: int = Field(
+        default=64, ge=8, description="GDAL block cache (blocks are read once: small is enough)"
+    )
     cloud_brightness: float = 3000.0
     cloud_whiteness: float = 0.2
 
@@ -166,7 +171,11 @@ def make_tiles(
         # Scene-major: each scene's rows stream once through one buffer.
         units = [(band, number) for number in range(len(sources)) for band in bands]
         reading = _Reading(sources, scenes, settings, rows_per_band)
-        with use_scheduler(settings.scheduler, workers=settings.workers):
+        # GDAL's default cache (5% of RAM) would fill with blocks never read again.
+        with (
+            rasterio.Env(GDAL_CACHEMAX=settings.gdal_cache_mb),
+            use_scheduler(settings.scheduler, workers=settings.workers),
+        ):
             _stream(writer, units, reading, progress or _ignore)
     if writer.finish() == 0:
         raise InputError(
@@ -195,6 +204,9 @@ class _Reading:
         self.block = (scenes.block_rows, scenes.block_cols)
         self.capacity = min(scenes.grid.rows, (rows_per_band - 1) * settings.stride + self.size)
         self.buffer: tuple[int, RowBuffer] | None = None
+        # Two sets: the writer stores unit n (and copies its leftovers) while unit n + 1 is cut.
+        self.arrays = (TileArrays(), TileArrays())
+        self.cuts = 0
 
     def cut(self, tiles: np.ndarray, number: int) -> TileBatch:
         if self.buffer is None or self.buffer[0] != number:
@@ -208,7 +220,9 @@ class _Reading:
                 piece_cols=PIECE_COLS,
             )
             self.buffer = (number, rows)
-        return cut_unit(self.sources[number], self.buffer[1], tiles, self.size)
+        self.cuts += 1
+        arrays = self.arrays[self.cuts % 2]
+        return cut_unit(self.sources[number], self.buffer[1], tiles, self.size, arrays)
 
 
 def _stream(

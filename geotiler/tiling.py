@@ -32,11 +32,12 @@ from rasterio.windows import Window
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import open_raster
+from geotiler.parallel import runs_in_this_process
 
 VISIBLE_BANDS = ("B02", "B03", "B04")
 CLOUD_VALUES = (1, 2)
 MIN_TASKS = 4
-# Pieces read per Dask call: bounds the decoded data in flight on wide scenes.
+# Pieces read per Dask call on a cluster: bounds the decoded data in flight on wide scenes.
 PIECES_IN_FLIGHT = 4
 PIECE_ROWS = 512
 
@@ -285,11 +286,19 @@ class RowBuffer:
             for row, end in self._row_pieces(start, stop)
             for col in self.col_starts
         ]
-        for first in range(0, len(windows), PIECES_IN_FLIGHT):
-            group = windows[first : first + PIECES_IN_FLIGHT]
-            pieces = dask.compute(*(dask.delayed(read_piece)(self.sources, w) for w in group))
-            self._store(group, pieces)
+        if runs_in_this_process():
+            # Each task stores its own piece (disjoint rows and columns; numpy copies release the
+            # GIL), so the threads decode without pausing for the caller to store a group.
+            dask.compute(*(dask.delayed(self._read_and_store)(w) for w in windows))
+        else:
+            for first in range(0, len(windows), PIECES_IN_FLIGHT):
+                group = windows[first : first + PIECES_IN_FLIGHT]
+                pieces = dask.compute(*(dask.delayed(read_piece)(self.sources, w) for w in group))
+                self._store(group, pieces)
         self.rows = stop - self.top
+
+    def _read_and_store(self, window: Window) -> None:
+        self._store([window], (read_piece(self.sources, window),))
 
     def _store(self, windows: list[Window], pieces: tuple[tuple[np.ndarray, ...], ...]) -> None:
         for window, (image, mask, valid, clouds) in zip(windows, pieces, strict=True):
@@ -312,8 +321,39 @@ class RowBuffer:
         return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
-def cut_unit(sources: Sources, buffer: RowBuffer, tiles: np.ndarray, size_px: int) -> TileBatch:
-    """Cut the tiles ``(n, 2)`` of one unit from ``buffer`` with their statistics."""
+class TileArrays:
+    """Tile image and mask arrays reused from unit to unit (fresh ones cost page faults).
+
+    A batch cut into them is only valid until the next cut into the same arrays, so a
+    consumer must copy what it keeps (the store writer does).
+    """
+
+    def __init__(self) -> None:
+        self._images: np.ndarray | None = None
+        self._masks: np.ndarray | None = None
+
+    def take(
+        self, n: int, bands: int, size_px: int, dtype: np.dtype
+    ) -> tuple[np.ndarray, np.ndarray]:
+        images, masks = self._images, self._masks
+        if images is None or masks is None or len(images) < n or images.dtype != dtype:
+            images = np.empty((n, bands, size_px, size_px), dtype)
+            masks = np.empty((n, size_px, size_px), np.uint8)
+            self._images, self._masks = images, masks
+        return images[:n], masks[:n]
+
+
+def cut_unit(
+    sources: Sources,
+    buffer: RowBuffer,
+    tiles: np.ndarray,
+    size_px: int,
+    arrays: TileArrays | None = None,
+) -> TileBatch:
+    """Cut the tiles ``(n, 2)`` of one unit from ``buffer`` with their statistics.
+
+    With ``arrays`` the batch's images and masks live in them (see :class:`TileArrays`).
+    """
     bands = buffer.image.shape[0]
     if len(tiles) == 0:
         return empty_batch(bands, size_px, sources.num_classes, buffer.image.dtype)
@@ -323,8 +363,7 @@ def cut_unit(sources: Sources, buffer: RowBuffer, tiles: np.ndarray, size_px: in
     n = len(tiles)
     small_int = buffer.image.dtype.kind in "ui" and buffer.image.dtype.itemsize <= 2
     accumulator = np.int64 if small_int else np.float64
-    images = np.empty((n, bands, size_px, size_px), buffer.image.dtype)
-    masks = np.empty((n, size_px, size_px), np.uint8)
+    images, masks = (arrays or TileArrays()).take(n, bands, size_px, buffer.image.dtype)
     kept = np.empty(n, np.int64)
     valid_px = np.zeros(n, np.int64)
     cloudy_px = np.full(n, -1, np.int64)

@@ -71,6 +71,24 @@ def test_tiles_equal_their_scene_windows_and_count_their_classes(scene_and_mask,
         assert index.valid_fraction[i] == pytest.approx((tile_mask > 0).mean())
 
 
+def test_a_dask_cluster_stores_the_same_tiles_as_threads(scene_and_mask, tmp_path) -> None:
+    distributed = pytest.importorskip("distributed")
+    _, _, scene_path, mask_path = scene_and_mask
+    inputs = TileInputs({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
+    settings = TileSettings(size=32, overlap=8, band_memory_mb=16)
+    threaded = make_tiles(inputs, tmp_path / "threads.zarr", settings)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+    ) as cluster:
+        on_cluster = settings.model_copy(update={"scheduler": cluster.scheduler_address})
+        clustered = make_tiles(inputs, tmp_path / "cluster.zarr", on_cluster)
+    assert len(threaded) == len(clustered) > 20
+    assert threaded.index.equals(clustered.index)
+    for i in range(len(threaded)):
+        for ours, theirs in zip(threaded.read(i), clustered.read(i), strict=True):
+            assert np.array_equal(ours, theirs)
+
+
 def test_band_statistics_are_over_valid_training_pixels(scene_and_mask, tmp_path) -> None:
     _, _, scene_path, mask_path = scene_and_mask
     inputs = TileInputs({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))

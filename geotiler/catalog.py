@@ -298,10 +298,22 @@ class Catalog:
         return path if path.is_absolute() else self.root / path
 
 
+OBJECT_STORES = {"s3://": "/vsis3/", "gs://": "/vsigs/", "az://": "/vsiaz/"}
+"""Object-store URLs in the catalog, as the GDAL virtual paths that survive being a Path."""
+
+
 def _join(base: Path, value: str) -> Path:
-    # URLs and VSI paths (s3://, /vsicurl/...) pass through untouched.
-    if "://" in value or value.startswith("/vsi"):
-        return Path(value)
+    if value.startswith("/vsi"):
+        return Path(value)  # GDAL's virtual file systems pass through
+    for scheme, vsi in OBJECT_STORES.items():
+        if value.startswith(scheme):
+            return Path(vsi + value[len(scheme) :])
+    if "://" in value:
+        # A Path would fold the URL's "//", and rasterio could no longer open it.
+        raise CatalogError(
+            f"{value}: URLs other than s3://, gs:// and az:// are not supported in the catalog; "
+            "download the file or give a local path"
+        )
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() else base / path
 

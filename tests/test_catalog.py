@@ -42,6 +42,17 @@ def test_paths_resolve_against_catalog_folder_and_env(tmp_path: Path, monkeypatc
     assert catalog.scene_paths("catalonia")["august"].parent == Path("/mnt/big/catalonia")
 
 
+def test_object_store_urls_become_gdal_virtual_paths(tmp_path: Path) -> None:
+    text = REPO_CATALOG.read_text().replace("scene_april.tif", "s3://bucket/s2/april.tif")
+    (tmp_path / "cat.yaml").write_text(text.replace("scene_august.tif", "/vsigs/b/august.tif"))
+    scenes = Catalog.load(tmp_path / "cat.yaml").scene_paths()
+    assert str(scenes["april"]) == "/vsis3/bucket/s2/april.tif"
+    assert str(scenes["august"]) == "/vsigs/b/august.tif"
+    (tmp_path / "web.yaml").write_text(text.replace("s3://", "https://"))
+    with pytest.raises(CatalogError, match=r"https://bucket/s2/april\.tif: URLs other than"):
+        Catalog.load(tmp_path / "web.yaml").scene_paths()
+
+
 def test_catalog_found_in_parent_folder(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "data_catalog.yaml").write_text(REPO_CATALOG.read_text())
     sub = tmp_path / "a" / "b"

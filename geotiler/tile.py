@@ -26,7 +26,7 @@ from geotiler.balance import parse_balance
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
 from geotiler.decisions import DecisionSettings, decide
-from geotiler.errors import GeotilerError, GridMismatchError, InputError
+from geotiler.errors import GridMismatchError, InputError
 from geotiler.filters import parse_filter
 from geotiler.footprints import read_area, touching
 from geotiler.grid import Grid
@@ -374,15 +374,14 @@ def _meta(
 
 
 def count_positions(inputs: TileInputs, settings: TileSettings) -> int:
-    """Tile positions over every scene within the AOI (a progress total); 0 when the scene cannot
-    be read, which :func:`make_tiles` then reports.
+    """Tile positions over every scene within the AOI (a progress total).
+
+    Checks the inputs as :func:`make_tiles` does, so a bad one fails before progress is shown.
 
     Raises:
-        InputError: the AOI cannot be read or touches no tile (before any progress is shown).
+        GridMismatchError: the scenes, the mask or a cloud mask are not on one grid.
+        InputError: bad scenes or mask, or an AOI that cannot be read or touches no tile.
     """
-    try:
-        grid = Grid.from_raster(next(iter(inputs.scenes.values())))
-    except (GeotilerError, StopIteration):
-        return 0
+    grid = _check_inputs(inputs).grid
     active = _active_positions(TileLayout(grid, settings.size, settings.stride), settings.aoi)
     return int(active.sum()) * len(inputs.scenes)

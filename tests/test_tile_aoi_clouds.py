@@ -41,13 +41,6 @@ def _one_line_error(code: int, output: str) -> str:
     return lines[0]
 
 
-def _error_line(code: int, output: str) -> str:
-    """The one error line of a run that failed once tiling had begun (after the progress bar)."""
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1, output
-    return errors[0]
-
-
 def _footprint(row_px: int, col_px: int) -> shapely.Polygon:
     x0, y0 = ORIGIN[0] + col_px * PIXEL_M, ORIGIN[1] - row_px * PIXEL_M
     side = TILE_PX * PIXEL_M
@@ -237,6 +230,6 @@ def test_a_cloud_mask_off_the_scene_grid_says_to_rescale(
     scene, mask_path, _ = scene_and_mask
     coarse = write_raster("coarse.tif", np.zeros((64, 64), np.uint8), resolution=20.0)
     args = [str(scene), "--mask", str(mask_path), "--clouds", f"a={coarse}"]
-    line = _error_line(*_tile([*args, "-o", str(tmp_path / "t.zarr")], runner))
+    line = _one_line_error(*_tile([*args, "-o", str(tmp_path / "t.zarr")], runner))
     assert str(coarse) in line and "cloud mask 'a'" in line and "not on the scene grid" in line
     assert "geotiler rescale" in line

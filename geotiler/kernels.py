@@ -9,6 +9,9 @@ the block (GDAL keeps the current mode and replaces it only on a strictly larger
 
 It is compiled with ``nogil=True`` so Dask threads run it in parallel, and adds the source pixels
 it sees to a histogram (``hist``, one counter per value) without an extra pass.
+
+Two kernels give the same result: :func:`packed_mode_kernel` (factors up to 15, up to 16 distinct
+values in a window: the Catalonia case, ~2.3x faster) and :func:`mode_kernel` (anything else).
 """
 
 from __future__ import annotations

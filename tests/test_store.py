@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import geotiler.store
 from geotiler.cli import app
 from geotiler.errors import OutputExistsError, StoreError
 from geotiler.store import TileStore
@@ -55,7 +56,11 @@ def _crash_after(calls: int):
     return progress
 
 
-def test_interrupted_run_resumes_to_the_same_store(two_seasons, tmp_path) -> None:
+@pytest.mark.parametrize("flush_tiles", [5, 1024])  # progress recorded every shard, or never
+def test_interrupted_run_resumes_to_the_same_store(
+    two_seasons, tmp_path, monkeypatch, flush_tiles
+) -> None:
+    monkeypatch.setattr(geotiler.store, "INDEX_FLUSH_TILES", flush_tiles)
     reference = make_tiles(two_seasons, tmp_path / "ref.zarr", SETTINGS)
     target = tmp_path / "t.zarr"
     with pytest.raises(Crash):
@@ -66,7 +71,8 @@ def test_interrupted_run_resumes_to_the_same_store(two_seasons, tmp_path) -> Non
         TileStore.open(target)
     resumed_calls: list[int] = []
     store = make_tiles(two_seasons, target, SETTINGS, progress=resumed_calls.append)
-    assert resumed_calls[0] > 0, "the resumed run started from scratch"
+    if flush_tiles < len(reference):
+        assert resumed_calls[0] > 0, "the resumed run started from scratch"
     assert len(store) == len(reference)
     assert store.index.equals(reference.index)
     for i in range(len(store)):

@@ -11,7 +11,7 @@ bands, GDAL_CACHEMAX=64). Prints source Mpx/s, peak RSS, ratios and the issue's 
 extrapolates to the full 300000 x 300000 mask.
 
 Examples:
-    python benchmarks/bench_rescale.py                       # 30000 x 30000
+    python benchmarks/bench_rescale.py --repeat 3            # 30000 x 30000, medians of 3
     python benchmarks/bench_rescale.py --size 10000          # a quick smoke run
     python benchmarks/bench_rescale.py --rows 8000 --cols 300000 --cache-dir /data/bench
 """
@@ -142,6 +142,7 @@ def contenders(mask: Path, work: Path, gdal: bool) -> dict[str, list[str]]:
             str(FACTOR),
             "-o",
             str(work / "c.tif"),
+            "--overwrite",
             "-q",
         ],
     }
@@ -187,6 +188,10 @@ def report(timings: dict[str, Timing], source_px: int) -> None:
         print(f"  {name:<52} {seconds / 60:7.1f} min")
 
 
+def _seconds(timing: Timing) -> float:
+    return timing.seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=30000, help="square mask side (px)")
@@ -194,6 +199,7 @@ def main() -> None:
     parser.add_argument("--cols", type=int, help="mask cols")
     parser.add_argument("--cache-dir", type=Path, help="where the generated mask is kept")
     parser.add_argument("--no-gdal", action="store_true", help="skip the GDAL tools")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per contender (median kept)")
     args = parser.parse_args()
     rows, cols = (args.rows, args.cols) if args.rows and args.cols else (args.size, args.size)
     cache = args.cache_dir or Path(tempfile.gettempdir()) / "geotiler-bench-rescale"
@@ -205,8 +211,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=cache) as folder:
         timings = {}
         for name, command in contenders(mask, Path(folder), gdal).items():
-            timings[name] = measure(name, command)
-            print(f"  {name}: {timings[name].seconds:.2f} s", flush=True)
+            runs = sorted((measure(name, command) for _ in range(args.repeat)), key=_seconds)
+            timings[name] = runs[len(runs) // 2]
+            print(f"  {name}: {', '.join(f'{t.seconds:.2f}' for t in runs)} s", flush=True)
     report(timings, rows * cols)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 # Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it.
 MAX_SHARD_BYTES = 64 * 2**20
+UNIT_TILE_BYTES = 128 * 2**20
+"""Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
+UNITS_AHEAD = 2
 PIECE_COLS = 2048
 
 
@@ -167,7 +171,8 @@ def make_tiles(
             block_rows=scenes.block_rows,
             budget_bytes=settings.band_memory_mb * 2**20,
         )
-        bands = plan_units(layout, active, tile_rows_per_band=rows_per_band)
+        max_tiles = max(1, UNIT_TILE_BYTES // tile_bytes)
+        bands = plan_units(layout, active, tile_rows_per_band=rows_per_band, max_tiles=max_tiles)
         # Scene-major: each scene's rows stream once through one buffer.
         units = [(band, number) for number in range(len(sources)) for band in bands]
         reading = _Reading(sources, scenes, settings, rows_per_band)
@@ -204,8 +209,8 @@ class _Reading:
         self.block = (scenes.block_rows, scenes.block_cols)
         self.capacity = min(scenes.grid.rows, (rows_per_band - 1) * settings.stride + self.size)
         self.buffer: tuple[int, RowBuffer] | None = None
-        # Two sets: the writer stores unit n (and copies its leftovers) while unit n + 1 is cut.
-        self.arrays = (TileArrays(), TileArrays())
+        # The writer stores unit n (and copies its leftovers) while the next ones are cut.
+        self.arrays = tuple(TileArrays() for _ in range(UNITS_AHEAD + 1))
         self.cuts = 0
 
     def cut(self, tiles: np.ndarray, number: int) -> TileBatch:
@@ -221,7 +226,7 @@ class _Reading:
             )
             self.buffer = (number, rows)
         self.cuts += 1
-        arrays = self.arrays[self.cuts % 2]
+        arrays = self.arrays[self.cuts % len(self.arrays)]
         return cut_unit(self.sources[number], self.buffer[1], tiles, self.size, arrays)
 
 
@@ -231,15 +236,20 @@ def _stream(
     reading: _Reading,
     progress: Progress,
 ) -> None:
-    """Cut the units in order, one ahead of the writer; skip those already written."""
+    """Cut the units in order, ``UNITS_AHEAD`` ahead of the writer; skip those already written.
+
+    Working ahead keeps the writer busy while a unit that starts a new band of rows is read.
+    """
     start = writer.resume_unit
     progress(sum(len(tiles) for tiles, _ in units[:start]))
     with _single_worker() as pool:
-        ahead = [pool.submit(reading.cut, *units[start])] if start < len(units) else []
+        ahead = deque(
+            pool.submit(reading.cut, *unit) for unit in units[start : start + UNITS_AHEAD]
+        )
         for number in range(start, len(units)):
-            batch = ahead.pop().result()
-            if number + 1 < len(units):
-                ahead.append(pool.submit(reading.cut, *units[number + 1]))
+            batch = ahead.popleft().result()
+            if number + UNITS_AHEAD < len(units):
+                ahead.append(pool.submit(reading.cut, *units[number + UNITS_AHEAD]))
             writer.add(number, units[number][1], batch)
             progress(len(units[number][0]))
 

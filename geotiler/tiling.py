@@ -157,20 +157,29 @@ _BATCH_FIELDS = (
 
 
 def plan_units(
-    layout: TileLayout, active: np.ndarray, *, tile_rows_per_band: int
+    layout: TileLayout,
+    active: np.ndarray,
+    *,
+    tile_rows_per_band: int,
+    max_tiles: int | None = None,
 ) -> list[np.ndarray]:
     """Bands of tile rows, each an ``(n, 2)`` int64 array of ``(row_px, col_px)``, row-major.
 
-    ``active`` is a boolean ``(tile rows, tile cols)`` array of positions to tile (AOI).
+    ``active`` is a boolean ``(tile rows, tile cols)`` array of positions to tile (AOI). With
+    ``max_tiles`` a band is cut into runs of at most that many tiles (the tile arrays a unit is
+    cut into are what grows with the scene's width); the order of the tiles stays the same.
     """
     rows, cols = layout.row_offsets, layout.col_offsets
-    bands = []
+    units: list[np.ndarray] = []
     for first in range(0, len(rows), tile_rows_per_band):
         band = slice(first, min(first + tile_rows_per_band, len(rows)))
         r, c = np.meshgrid(rows[band], cols, indexing="ij")
         on = active[band]
-        bands.append(np.stack([r[on], c[on]], axis=1).astype(np.int64).reshape(-1, 2))
-    return bands
+        tiles = np.stack([r[on], c[on]], axis=1).astype(np.int64).reshape(-1, 2)
+        parts = -(-len(tiles) // max_tiles) if max_tiles else 1
+        step = max(1, -(-len(tiles) // max(parts, 1)))  # equal runs, not a full one and a stub
+        units.extend(tiles[start : start + step] for start in range(0, max(len(tiles), 1), step))
+    return units
 
 
 def read_piece(sources: Sources, window: Window) -> tuple[np.ndarray, ...]:

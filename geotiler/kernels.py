@@ -23,6 +23,12 @@ import numpy as np
 from numba import njit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _span(origin: int, k: int, factor: int, limit: int) -> tuple[int, int]:
+    """Source indices ``[lo, hi)`` of output index ``k``, clipped to ``0..limit``."""
+    return max(origin + k * factor, 0), min(origin + (k + 1) * factor, limit)
+
+
 @njit(nogil=True, cache=True)
 def mode_kernel(
     src: np.ndarray,
@@ -58,11 +64,9 @@ def mode_kernel(
     if has_nodata:
         scale[nodata] = 0.0  # counted for the histogram, never a winner
     for i in range(out.shape[0]):
-        r_lo = max(row0 + i * factor, 0)
-        r_hi = min(row0 + (i + 1) * factor, rows)
+        r_lo, r_hi = _span(row0, i, factor, rows)
         for j in range(out.shape[1]):
-            c_lo = max(col0 + j * factor, 0)
-            c_hi = min(col0 + (j + 1) * factor, cols)
+            c_lo, c_hi = _span(col0, j, factor, cols)
             best = nodata
             best_score = 0.0
             n_seen = 0
@@ -157,11 +161,9 @@ def packed_mode_kernel(factor: int) -> Callable[..., bool]:
         blocks_since_flush = 0
         flush_every = 65535 // (f * f)
         for i in range(out.shape[0]):
-            r_lo = max(row0 + i * f, 0)
-            r_hi = min(row0 + (i + 1) * f, rows)
+            r_lo, r_hi = _span(row0, i, f, rows)
             for j in range(out.shape[1]):
-                c_lo = max(col0 + j * f, 0)
-                c_hi = min(col0 + (j + 1) * f, cols)
+                c_lo, c_hi = _span(col0, j, f, cols)
                 n_px = max(r_hi - r_lo, 0) * max(c_hi - c_lo, 0)
                 if n_px == 0:
                     out[i, j] = nodata

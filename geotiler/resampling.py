@@ -16,6 +16,7 @@ Two paths, per method (the :data:`METHODS` registry):
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Plan:
     n_values: int
     weights: np.ndarray
     token: str
+    block_rows: int = 1  # the source's block height: mode reads whole blocks at a time
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ class MethodSpec:
 def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     """(Weighted) block mode straight from the source rows: no warping, GDAL's tie rule.
 
-    The window is read and reduced a few block rows at a time (about ``CHUNK_BYTES``), so the
-    kernel finds the pixels GDAL just wrote still in the CPU cache.
+    The window is read and reduced a few rows at a time (about ``CHUNK_BYTES``, whole source
+    blocks: a tiled source's blocks are decoded once), so the kernel finds them still in cache.
     """
     from geotiler.kernels import PACKED_MAX_FACTOR, mode_kernel, packed_mode_kernel  # numba: lazily
 
@@ -110,7 +112,8 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     out = np.empty((unit.row_stop - unit.row_start, unit.col_stop - unit.col_start), plan.dtype)
     hist = np.zeros(plan.n_values, np.int64)
     row_bytes = factor * max(c1 - c0, 1) * np.dtype(plan.dtype).itemsize
-    step = max(1, CHUNK_BYTES // row_bytes)
+    whole_blocks = math.lcm(plan.block_rows, factor) // factor  # output rows per block row
+    step = -(-max(1, CHUNK_BYTES // row_bytes) // whole_blocks) * whole_blocks
     packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
     buffers = _pool(plan.token)
     src = buffers.take(min(step, len(out)) * factor, c1 - c0, plan.dtype)

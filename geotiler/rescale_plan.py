@@ -101,6 +101,7 @@ def make_plan(
         n_values=n_values,
         weights=_weights(weights, n_values, name),
         token=uuid.uuid4().hex,
+        block_rows=int(dataset.block_shapes[0][0]),
     )
     return plan, notices
 

@@ -213,9 +213,12 @@ class Grid:
     def describe(self) -> str:
         """A one-line description: shape, resolution, CRS and origin."""
         xres, yres = self.resolution
+        units = "degree" if self.crs.is_geographic else self.crs.linear_units
+        if not units or units == "unknown":
+            units = "units"
         return (
             f"{self.rows} x {self.cols} px (rows x cols), {xres:g} x {yres:g} "
-            f"{self.crs.linear_units or 'units'}, {self.crs.to_string()}, "
+            f"{units}, {self.crs.to_string()}, "
             f"origin ({self.transform.c:g}, {self.transform.f:g})"
         )
 

@@ -116,3 +116,10 @@ def test_window_of_bounds_and_clip() -> None:
     assert window == Window(1, 0, 9, 100)
     assert clip_window(Window(-5, -5, 20, 20), (10, 10)) == Window(0, 0, 10, 10)
     assert clip_window(Window(50, 50, 5, 5), (10, 10)).width == 0
+
+
+def test_describe_names_the_unit_of_projected_and_geographic_grids() -> None:
+    utm = Grid(CRS.from_epsg(32631), Affine(10, 0, 240000, 0, -10, 4780000), (4, 5))
+    wgs84 = Grid(CRS.from_epsg(4326), Affine(0.0001, 0, 2, 0, -0.0001, 41), (4, 5))
+    assert "10 x 10 metre, EPSG:32631" in utm.describe()
+    assert "0.0001 x 0.0001 degree, EPSG:4326" in wgs84.describe()

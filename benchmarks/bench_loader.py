@@ -23,7 +23,7 @@ import torch
 from affine import Affine
 from torch.utils.data import DataLoader
 
-from geotiler.store import TileStore
+from geotiler.tiles.store import TileStore
 from geotiler.train.data import TileDataset
 
 

@@ -35,8 +35,8 @@ from affine import Affine
 
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.io import geotiff_profile
-from geotiler.tile import TileInputs, TileSettings, make_tiles
-from geotiler.tiling import tile_offsets
+from geotiler.tiles.layout import tile_offsets
+from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 
 BANDS = 10
 
@@ -76,7 +76,7 @@ def ours(folder: Path, tile: int) -> int:
         nodata=0,
         classes=tuple(ClassInfo(id=i, name=f"c{i}", color="#808080") for i in range(1, 13)),
     )
-    inputs = TileInputs({"scene": folder / "scene.tif"}, folder / "mask.tif", table)
+    inputs = TileInputs.seasons({"scene": folder / "scene.tif"}, folder / "mask.tif", table)
     return len(make_tiles(inputs, folder / "tiles.zarr", TileSettings(size=tile)))
 
 

@@ -25,9 +25,13 @@ Bounds = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class Grid:
-    """A north-up raster grid: CRS, affine transform and ``(rows, cols)`` shape."""
+    """A north-up raster grid: CRS, affine transform and ``(rows, cols)`` shape.
 
-    crs: CRS
+    ``crs`` is None for a plain pixel grid (a PNG or JPEG chip without georeference): outputs made
+    from such a grid carry no CRS either, never an invented one.
+    """
+
+    crs: CRS | None
     transform: Affine
     shape: tuple[int, int]
 
@@ -43,12 +47,9 @@ class Grid:
 
     @classmethod
     def from_dataset(cls, dataset: Any) -> Grid:
-        """The grid of an open rasterio dataset."""
-        if dataset.crs is None:
-            raise InputError(f"{dataset.name}: the raster has no CRS; assign one first")
-        return cls(
-            CRS.from_user_input(dataset.crs), dataset.transform, (dataset.height, dataset.width)
-        )
+        """The grid of an open rasterio dataset (a pixel grid when it has no CRS)."""
+        crs = None if dataset.crs is None else CRS.from_user_input(dataset.crs)
+        return cls(crs, dataset.transform, (dataset.height, dataset.width))
 
     @classmethod
     def from_raster(cls, path: str | PathLike[str]) -> Grid:
@@ -67,7 +68,8 @@ class Grid:
         left, bottom, right, top = bounds
         cols = max(1, round((right - left) / xres))
         rows = max(1, round((top - bottom) / yres))
-        return cls(CRS.from_user_input(crs), Affine(xres, 0, left, 0, -yres, top), (rows, cols))
+        crs_value = None if crs is None else CRS.from_user_input(crs)
+        return cls(crs_value, Affine(xres, 0, left, 0, -yres, top), (rows, cols))
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -153,8 +155,20 @@ class Grid:
 
     # -- comparisons --------------------------------------------------------------------------
 
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
     def same_crs(self, other: Grid) -> bool:
+        if self.crs is None or other.crs is None:
+            return self.crs is None and other.crs is None
         return bool(self.crs == other.crs)
+
+    def require_crs(self, what: str) -> CRS:
+        """The CRS, or an InputError saying that ``what`` needs a georeferenced raster."""
+        if self.crs is None:
+            raise InputError(f"{what} needs a georeferenced raster; this one has no CRS")
+        return self.crs
 
     def almost_equals(self, other: Grid, tolerance_px: float = 1e-6) -> bool:
         """Same CRS and shape, transforms equal within ``tolerance_px`` of a pixel."""
@@ -177,7 +191,7 @@ class Grid:
         """The part of this grid (its pixels, snapped outwards) inside ``other``'s footprint."""
         if not self.same_crs(other):
             raise GridMismatchError(
-                f"grids are in different CRS ({self.crs.to_string()} vs {other.crs.to_string()})"
+                f"grids are in different CRS ({crs_name(self.crs)} vs {crs_name(other.crs)})"
             )
         overlap = _overlap(self.bounds, other.bounds)
         if overlap is None:
@@ -213,6 +227,8 @@ class Grid:
     def describe(self) -> str:
         """A one-line description: shape, resolution, CRS and origin."""
         xres, yres = self.resolution
+        if self.crs is None:
+            return f"{self.rows} x {self.cols} px (rows x cols), pixel grid (no CRS)"
         units = "degree" if self.crs.is_geographic else self.crs.linear_units
         if not units or units == "unknown":
             units = "units"
@@ -221,6 +237,11 @@ class Grid:
             f"{units}, {self.crs.to_string()}, "
             f"origin ({self.transform.c:g}, {self.transform.f:g})"
         )
+
+
+def crs_name(crs: CRS | None) -> str:
+    """``EPSG:32631``-style name of a CRS, or ``no CRS``."""
+    return "no CRS" if crs is None else crs.to_string()
 
 
 def clip_window(window: Window, shape: tuple[int, int]) -> Window:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 import rasterio
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.errors import InputError, OutputExistsError, RasterError
@@ -41,7 +42,10 @@ def open_raster(path: PathLike) -> Any:
     if not is_remote and Path(name).is_dir():
         raise RasterError(f"{name}: is a folder, not a raster file")
     try:
-        return rasterio.open(name)
+        with warnings.catch_warnings():
+            # Chips without georeference are welcome: they get a plain pixel grid.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(name)
     except RasterioIOError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
         if "not recognized as" in reason or "not a supported file format" in reason:

@@ -227,11 +227,16 @@ class _Rescale(_Stage):
 
 class _Tile(_Stage):
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
-        from geotiler.tile import TileSettings
+        from geotiler.tiles.settings import TileSettings
 
         return resolve_settings(TileSettings, stage="tile", pipeline=pipeline)
 
     def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        if _many_scenes(catalog, name):
+            from geotiler.tiles.scenes import catalog_scenes
+
+            scenes = catalog_scenes(catalog, name)
+            return [p for s in scenes for p in (s.image, s.mask) if p is not None]
         return [
             *catalog.scene_paths(name).values(),
             *catalog.cloud_mask_paths(name).values(),
@@ -241,17 +246,20 @@ class _Tile(_Stage):
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
-        from geotiler.tile import count_positions, make_tiles
-        from geotiler.tile_inputs import tile_inputs
+        from geotiler.tiles.run import run_tile
 
-        inputs = tile_inputs(catalog, name, [], None, settings.classes, settings.nodata)
-        with progress("tile", count_positions(inputs, settings), "tiles") as advance:
-            store = make_tiles(
-                inputs, output, settings, overwrite=True, progress=advance,
-                command=f"geotiler run --dataset {name}",
-            )  # fmt: skip
-        summary = store.attrs.get("decisions", {}).get("summary", {})
+        store = run_tile(
+            catalog, name, settings, output=output, overwrite=True, progress=progress,
+            command=f"geotiler run --dataset {name}",
+        )  # fmt: skip
+        decisions = store.attrs.decisions
+        summary = decisions.summary if decisions is not None else {}
         return {"tiles kept": summary.get("kept"), "dropped": summary.get("dropped", {})}
+
+
+def _many_scenes(catalog: Catalog, name: str) -> bool:
+    """Whether the dataset is a folder of image/mask pairs (each pair on its own grid)."""
+    return catalog.dataset(name).images_glob is not None
 
 
 class _Train(_Stage):

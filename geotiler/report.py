@@ -39,10 +39,11 @@ def write_report(catalog: Catalog, report: PipelineReport) -> Path:
 
 def _tiles_section(store: Path) -> list[str]:
     from geotiler.errors import GeotilerError
-    from geotiler.store import TileStore
+    from geotiler.tiles.store import TileStore
 
     try:
-        summary = TileStore.open(store).attrs.get("decisions", {}).get("summary")
+        decisions = TileStore.open(store).attrs.decisions
+        summary = decisions.summary if decisions is not None else None
     except GeotilerError:
         return []
     if not summary:

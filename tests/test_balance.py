@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geotiler.balance import class_shares, class_weights, parse_balance, tile_weights
 from geotiler.errors import InputError
+from geotiler.tiles.balance import class_shares, class_weights, parse_balance, tile_weights
 
 # Classes 0 (nodata), 1 (common), 2 (rare); three tiles.
 COUNTS = np.array([[0, 90, 10], [0, 100, 0], [0, 50, 50]], dtype=np.int64)

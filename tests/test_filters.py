@@ -7,7 +7,7 @@ import pytest
 
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.errors import InputError
-from geotiler.filters import TileIndex, apply_filters, parse_filter
+from geotiler.tiles.filters import TileIndex, apply_filters, parse_filter
 
 CLASSES = ClassTable(
     name="t",

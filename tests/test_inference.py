@@ -149,8 +149,11 @@ def test_predict_bad_inputs(runner, checkpoint, scene, tmp_path, write_raster) -
         no_crs, "w", driver="GTiff", width=40, height=40, count=3, dtype="uint16"
     ) as dataset:
         dataset.write(np.ones((3, 40, 40), np.uint16))
+    # A scene without georeference is predicted on its pixel grid; the map invents no CRS.
     code, output = run(str(no_crs), "-o", str(tmp_path / "f.tif"), "--model", str(checkpoint))
-    assert code == 1 and "no CRS" in output
+    assert code == 0, output
+    with rasterio.open(tmp_path / "f.tif") as written:
+        assert written.crs is None and written.shape == (40, 40)
 
 
 def test_export_pt_drops_training_state_and_still_predicts(runner, checkpoint, scene, tmp_path):

@@ -8,8 +8,8 @@ import rasterio
 from rasterio.windows import Window
 
 from geotiler.grid import Grid
-from geotiler.rawstrips import RawStrips
 from geotiler.rescale import rescale
+from geotiler.rescale.rawstrips import RawStrips
 
 
 @pytest.mark.parametrize(("dtype", "strip_rows"), [("uint8", 1), ("uint8", 7), ("uint16", 3)])

@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 from geotiler.errors import InputError
-from geotiler.splits import SplitSpec, assign_blocks, buffer_positions, parse_split
-from geotiler.tile import TileInputs, TileSettings, make_tiles
-from geotiler.tile_inputs import classes_from_values
-from geotiler.tiling import tile_grid_index, tile_offsets
+from geotiler.tiles.classes import classes_from_values
+from geotiler.tiles.layout import tile_grid_index, tile_offsets
+from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
+from geotiler.tiles.splits import (
+    SplitSpec,
+    assign_blocks,
+    block_ids,
+    buffer_positions,
+    parse_split,
+)
 
 
 def _positions(length: int, size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,9 +30,9 @@ def test_blocks_are_dealt_deterministically_near_the_fractions() -> None:
     rows, cols = _positions(3000, 30, 30)  # 100 x 100 positions
     i, j = tile_grid_index(rows, 30), tile_grid_index(cols, 30)
     spec = parse_split("block:0.8,0.1,0.1")
-    split = assign_blocks(i, j, spec, seed=3, block_tiles=10)
-    again = assign_blocks(i, j, spec, seed=3, block_tiles=10)
-    other = assign_blocks(i, j, spec, seed=4, block_tiles=10)
+    split = assign_blocks(block_ids(0 * i, i, j, block_tiles=10), spec, seed=3)
+    again = assign_blocks(block_ids(0 * i, i, j, block_tiles=10), spec, seed=3)
+    other = assign_blocks(block_ids(0 * i, i, j, block_tiles=10), spec, seed=4)
     assert np.array_equal(split, again) and not np.array_equal(split, other)
     assert np.allclose(np.bincount(split, minlength=3) / len(split), [0.8, 0.1, 0.1], atol=0.03)
     blocks = (i // 10) * 10 + j // 10
@@ -38,7 +44,7 @@ def test_buffer_leaves_no_shared_pixel_between_splits() -> None:
     size, stride = 30, 20
     rows, cols = _positions(400, size, stride)
     i, j = tile_grid_index(rows, stride), tile_grid_index(cols, stride)
-    split = assign_blocks(i, j, SplitSpec((0.6, 0.2, 0.2)), seed=0, block_tiles=3)
+    split = assign_blocks(block_ids(0 * i, i, j, block_tiles=3), SplitSpec((0.6, 0.2, 0.2)), seed=0)
     buffer = buffer_positions(rows, cols, split, np.ones(len(rows), bool), size_px=size)
     assert 0 < buffer.sum() < len(rows)
     kept = np.flatnonzero(~buffer)
@@ -50,7 +56,7 @@ def test_buffer_leaves_no_shared_pixel_between_splits() -> None:
 def test_no_buffer_without_overlap() -> None:
     rows, cols = _positions(300, 30, 30)
     i, j = tile_grid_index(rows, 30), tile_grid_index(cols, 30)
-    split = assign_blocks(i, j, SplitSpec(), seed=0, block_tiles=2)
+    split = assign_blocks(block_ids(np.zeros_like(i), i, j, block_tiles=2), SplitSpec(), seed=0)
     assert not buffer_positions(rows, cols, split, np.ones(len(rows), bool), size_px=30).any()
 
 
@@ -82,7 +88,7 @@ def test_split_aoi_forces_touching_tiles_into_a_split(write_raster, blobby_mask,
             }
         )
     )
-    inputs = TileInputs({"s": scene}, mask_path, classes_from_values(mask_path, 0))
+    inputs = TileInputs.seasons({"s": scene}, mask_path, classes_from_values(mask_path, 0))
     settings = TileSettings(size=32, split="block:1,0,0", split_aoi={"val": str(area)})
     index = make_tiles(inputs, tmp_path / "t.zarr", settings).index
     in_area = (index.row < 60) & (index.col < 60)

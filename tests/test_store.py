@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import geotiler.store
+import geotiler.tiles.writer
 from geotiler.cli import app
 from geotiler.errors import OutputExistsError, StoreError
-from geotiler.store import TileStore
-from geotiler.tile import TileInputs, TileSettings, make_tiles
-from geotiler.tile_inputs import classes_from_values
+from geotiler.tiles.classes import classes_from_values
+from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
+from geotiler.tiles.store import TileStore
 
 CLASSES_YAML = """
 nodata: 0
@@ -35,7 +35,7 @@ def two_seasons(write_raster, blobby_mask, tmp_path):
     august = write_raster("august.tif", rng.integers(0, 999, (3, 160, 128), np.uint16))
     mask_path = write_raster("mask.tif", mask, nodata=0)
     classes = classes_from_values(mask_path, 0)
-    return TileInputs({"april": april, "august": august}, mask_path, classes)
+    return TileInputs.seasons({"april": april, "august": august}, mask_path, classes)
 
 
 SETTINGS = TileSettings(size=32, overlap=8, shard_tiles=5, filters=("dominant:0.9",))
@@ -60,7 +60,7 @@ def _crash_after(calls: int):
 def test_interrupted_run_resumes_to_the_same_store(
     two_seasons, tmp_path, monkeypatch, flush_tiles
 ) -> None:
-    monkeypatch.setattr(geotiler.store, "INDEX_FLUSH_TILES", flush_tiles)
+    monkeypatch.setattr(geotiler.tiles.writer, "INDEX_FLUSH_TILES", flush_tiles)
     reference = make_tiles(two_seasons, tmp_path / "ref.zarr", SETTINGS)
     target = tmp_path / "t.zarr"
     with pytest.raises(Crash):
@@ -107,9 +107,9 @@ def test_complete_store_is_not_overwritten_without_asking(two_seasons, tmp_path)
 def test_cli_tiles_filters_exports_and_reports(two_seasons, runner, tmp_path) -> None:
     table = tmp_path / "classes.yaml"
     table.write_text(CLASSES_YAML)
-    scenes = [str(p) for p in two_seasons.scenes.values()]
+    scenes = [str(s.image) for s in two_seasons.scenes]
     out, index = tmp_path / "cli.zarr", tmp_path / "tiles.gpkg"
-    args = ["tile", *scenes, "--mask", str(two_seasons.mask), "--classes", str(table)]
+    args = ["tile", *scenes, "--mask", str(two_seasons.scenes[0].mask), "--classes", str(table)]
     args += ["--size", "32", "--filter", "water-only", "--balance", "inverse", "-o", str(out)]
     result = runner.invoke(app, [*args, "--index", str(index)])
     assert result.exit_code == 0, result.output
@@ -131,8 +131,8 @@ def test_cli_tiles_filters_exports_and_reports(two_seasons, runner, tmp_path) ->
 def test_cli_empty_result_after_filtering_is_a_clear_error(two_seasons, runner, tmp_path) -> None:
     table = tmp_path / "classes.yaml"
     table.write_text(CLASSES_YAML)
-    scenes = [str(p) for p in two_seasons.scenes.values()]
-    args = ["tile", *scenes, "--mask", str(two_seasons.mask), "--classes", str(table)]
+    scenes = [str(s.image) for s in two_seasons.scenes]
+    args = ["tile", *scenes, "--mask", str(two_seasons.scenes[0].mask), "--classes", str(table)]
     result = runner.invoke(
         app, [*args, "--size", "32", "--filter", "water-only:0", "-o", str(tmp_path / "x.zarr")]
     )
@@ -140,12 +140,12 @@ def test_cli_empty_result_after_filtering_is_a_clear_error(two_seasons, runner, 
     assert "no training tile left" in result.output and "water-only:0" in result.output
 
 
-def test_cli_refuses_a_mask_on_another_grid(write_raster, blobby_mask, runner, tmp_path) -> None:
+def test_cli_refuses_a_mask_over_another_extent(write_raster, blobby_mask, runner) -> None:
     scene = write_raster("s.tif", np.zeros((2, 64, 64), np.uint16))
-    mask = write_raster("m.tif", blobby_mask(640, 640), resolution=1.0)
+    mask = write_raster("m.tif", blobby_mask(320, 640), resolution=1.0)  # half the scene's height
     result = runner.invoke(app, ["tile", str(scene), "--mask", str(mask), "--size", "32"])
     assert result.exit_code == 1
-    assert "not on the scene grid" in result.output and "geotiler rescale" in result.output
+    assert "another extent" in result.output and "geotiler rescale" in result.output
 
 
 def test_cli_refuses_scenes_with_different_band_counts(write_raster, blobby_mask, runner) -> None:
@@ -160,4 +160,4 @@ def test_cli_refuses_scenes_with_different_band_counts(write_raster, blobby_mask
 def test_cli_missing_mask_says_to_rescale(write_raster, runner, tmp_path: Path) -> None:
     scene = write_raster("s.tif", np.zeros((2, 64, 64), np.uint16))
     result = runner.invoke(app, ["tile", str(scene), "--mask", str(tmp_path / "none.tif")])
-    assert result.exit_code == 1 and "geotiler rescale" in result.output
+    assert result.exit_code == 1 and "none.tif: mask file not found" in result.output

@@ -13,8 +13,9 @@ import shapely
 from conftest import ORIGIN, UTM31
 
 from geotiler.cli import app
-from geotiler.store import TileStore
-from geotiler.tiling import CLOUD_VALUES, tile_offsets
+from geotiler.tiles.layout import tile_offsets
+from geotiler.tiles.read import CLOUD_VALUES
+from geotiler.tiles.store import TileStore
 
 SIDE_PX, TILE_PX, PIXEL_M = 128, 32, 10.0
 
@@ -95,7 +96,7 @@ def test_aoi_off_the_scene_is_a_one_line_error(scene_and_mask, runner, tmp_path)
     line = _one_line_error(
         *_tile([str(scene), "--mask", str(mask_path), "--aoi", str(area), "-o", str(out)], runner)
     )
-    assert "elsewhere.geojson" in line and "no tile of the scene touches" in line
+    assert "elsewhere.geojson" in line and "no tile of any scene touches" in line
 
 
 # Clouds
@@ -154,7 +155,8 @@ def test_clouds_give_the_cloud_fraction_and_the_cloud_filter_drops_cloudy_tiles(
     # Scene b has no cloud mask and no visible bands: no cloud measure, and it is kept.
     from_b = index[index.scene == "b"]
     assert from_b.cloud_fraction.isna().all() and (from_b.verdict == "keep").all()
-    assert TileStore.open(out).attrs["tiling"]["clouds"] == {"a": str(cloud_path)}
+    assert TileStore.open(out).scene("a").clouds == str(cloud_path)
+    assert TileStore.open(out).scene("b").clouds is None
 
 
 def test_a_bare_cloud_mask_goes_to_the_only_scene(scene_and_mask, clouds, runner, tmp_path) -> None:

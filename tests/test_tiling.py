@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from geotiler.errors import InputError
-from geotiler.tile import TileInputs, TileSettings, make_tiles
-from geotiler.tile_inputs import classes_from_values
-from geotiler.tiling import spectral_clouds, tile_grid_index, tile_offsets
+from geotiler.tiles.classes import classes_from_values
+from geotiler.tiles.layout import tile_grid_index, tile_offsets
+from geotiler.tiles.read import spectral_clouds
+from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 
 
 def test_offsets_without_overlap_snap_the_last_tile_to_the_edge() -> None:
@@ -53,7 +54,7 @@ def scene_and_mask(write_raster, blobby_mask):
 def test_tiles_equal_their_scene_windows_and_count_their_classes(scene_and_mask, tmp_path) -> None:
     scene, mask, scene_path, mask_path = scene_and_mask
     classes = classes_from_values(mask_path, 0)
-    inputs = TileInputs({"april": scene_path}, mask_path, classes)
+    inputs = TileInputs.seasons({"april": scene_path}, mask_path, classes)
     settings = TileSettings(size=64, overlap=16, split="block:1,0,0")
     store = make_tiles(inputs, tmp_path / "t.zarr", settings)
     index = store.index
@@ -74,7 +75,7 @@ def test_tiles_equal_their_scene_windows_and_count_their_classes(scene_and_mask,
 def test_a_dask_cluster_stores_the_same_tiles_as_threads(scene_and_mask, tmp_path) -> None:
     distributed = pytest.importorskip("distributed")
     _, _, scene_path, mask_path = scene_and_mask
-    inputs = TileInputs({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
+    inputs = TileInputs.seasons({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
     settings = TileSettings(size=32, overlap=8, band_memory_mb=16)
     threaded = make_tiles(inputs, tmp_path / "threads.zarr", settings)
     with distributed.LocalCluster(
@@ -91,7 +92,7 @@ def test_a_dask_cluster_stores_the_same_tiles_as_threads(scene_and_mask, tmp_pat
 
 def test_band_statistics_are_over_valid_training_pixels(scene_and_mask, tmp_path) -> None:
     _, _, scene_path, mask_path = scene_and_mask
-    inputs = TileInputs({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
+    inputs = TileInputs.seasons({"april": scene_path}, mask_path, classes_from_values(mask_path, 0))
     store = make_tiles(inputs, tmp_path / "t.zarr", TileSettings(size=50, split="block:1,0,0"))
     pixels = [store.read(int(i)) for i in store.indices("train")]
     values = np.concatenate([img[:, m > 0] for img, m in pixels], axis=1).astype(np.float64)
@@ -103,7 +104,7 @@ def test_tiles_without_valid_pixels_are_not_stored(write_raster, tmp_path) -> No
     mask = np.full((128, 128), 3, np.uint8)
     mask[:, :64] = 0
     scene = np.ones((2, 128, 128), np.uint16)
-    inputs = TileInputs(
+    inputs = TileInputs.seasons(
         {"s": write_raster("s.tif", scene)},
         write_raster("m.tif", mask, nodata=0),
         classes_from_values(tmp_path / "m.tif", 0),

@@ -58,14 +58,14 @@ def filter_(
     Examples: [bold]geotiler filter --filter water-only:0.9 --filter cloud:0.1[/],
     [bold]geotiler filter work/demo/tiles.zarr --balance median --split block:0.7,0.2,0.1[/].
     """
-    from geotiler.decisions import export_index, refilter
-    from geotiler.store import check_store
-    from geotiler.tile import TileSettings
+    from geotiler.tiles.decisions import export_index, refilter
+    from geotiler.tiles.settings import TileSettings
+    from geotiler.tiles.store import check_store
 
     pipeline = load_pipeline(config)
     target = store or load_catalog(catalog).output_path("tile", dataset or pipeline.get("dataset"))
-    meta = check_store(target, written_only=True)
-    chosen = meta.get("decisions", {}).get("settings") or meta.get("settings", {})
+    attrs = check_store(target, written_only=True)
+    chosen = attrs.decisions.settings if attrs.decisions is not None else attrs.settings
     current = {k: v for k, v in chosen.items() if k in DECISION_KEYS}
     cli = {
         "filters": () if no_filters else (tuple(filters) if filters else None),

@@ -28,7 +28,7 @@ def info(
     """
     if path.is_dir() and (path / "zarr.json").is_file():
         from geotiler.cli.tile import print_store_summary
-        from geotiler.store import TileStore
+        from geotiler.tiles.store import TileStore
 
         store = TileStore.open(path)
         if not quiet:

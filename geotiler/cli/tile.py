@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,6 +23,9 @@ from geotiler.cli.options import (
 )
 from geotiler.config import load_pipeline, resolve_settings
 
+if TYPE_CHECKING:
+    from geotiler.tiles.schema import StoreAttrs
+
 FilterOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -37,7 +40,12 @@ BalanceOption = Annotated[
     typer.Option(help="Class balancing: none, inverse, sqrt-inverse, median, effective[:beta]."),
 ]
 SplitOption = Annotated[
-    str | None, typer.Option(help="Splits by spatial blocks: block[:train,val,test].")
+    str | None,
+    typer.Option(
+        help="Splits: block[:train,val,test] (spatial blocks in each scene), scene[:...] (whole "
+        "scenes, for chips), auto [auto: scene from 10 scene groups on]. Scenes under "
+        "train/val/test folders or in train.txt/val.txt/test.txt keep their split."
+    ),
 ]
 SplitAoiOption = Annotated[
     list[str] | None,
@@ -67,14 +75,25 @@ IndexOption = Annotated[
 
 @app.command()
 def tile(
-    scenes: Annotated[
-        list[Path] | None, typer.Argument(help="Scenes on one grid (default: the dataset's).")
+    images: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Images: files, folders or globs (default: the dataset's scenes).",
+            show_default=False,
+        ),
     ] = None,
-    mask: Annotated[
-        Path | None, typer.Option(help="Mask on the scene grid (default: the rescaled mask).")
+    masks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mask",
+            help="Masks: files, folders or globs, paired with the images by file stem; one mask "
+            "with several images makes them seasons of one grid (default: the rescaled mask).",
+        ),
     ] = None,
     clouds: CloudsOption = None,
-    size: Annotated[int | None, typer.Option(min=8, help="Tile side in pixels [300].")] = None,
+    size: Annotated[
+        int | None, typer.Option(min=8, help="Tile side in pixels [chosen from the scenes].")
+    ] = None,
     overlap: Annotated[
         int | None, typer.Option(min=0, help="Pixels neighbouring tiles share [0].")
     ] = None,
@@ -88,9 +107,20 @@ def tile(
         Path | None, typer.Option(help="Tile only where tiles touch these polygons.")
     ] = None,
     classes: Annotated[
-        str | None, typer.Option(help="Class table: a catalog table name or a YAML/JSON file.")
+        str | None,
+        typer.Option(
+            help="Class table: a catalog table name, or a YAML/JSON file ({id: name}, "
+            "{id: {name, color}} or geotiler's table)."
+        ),
     ] = None,
     nodata: Annotated[int | None, typer.Option(help="Mask value meaning no label.")] = None,
+    unpaired: Annotated[
+        str, typer.Option(help="Images or masks without a partner: error, or skip them.")
+    ] = "error",
+    skip_bad: Annotated[
+        bool | None,
+        typer.Option("--skip-bad", help="Skip images that cannot be read, and list them."),
+    ] = None,
     index: IndexOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Store (default: work/<ds>/tiles.zarr).")
@@ -103,22 +133,32 @@ def tile(
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Cut scenes and their mask into a sharded Zarr tile store with filters, splits, balancing.
+    """Cut images and their masks into a sharded Zarr tile store with filters, splits, balancing.
+
+    IMAGES and --mask take files, folders or globs; pairs are matched by file stem (case and
+    suffixes like _mask, _label, _gt, _sat ignored), and each pair keeps its own grid (or a
+    plain pixel grid for PNG/JPEG chips). Masks may be class ids or RGB colours (mapped by the
+    class table's colours), at the image's resolution or another one over the same extent
+    (resampled per pair: nearest for coarser labels, mode for finer).
 
     Tiles are SIZE px squares every SIZE - OVERLAP px; the last tile row and column are snapped
-    to the bottom and right edges, so every tile is full size (edge tiles overlap a bit more).
-    Tiles without a valid pixel are not stored. An interrupted run resumes when re-run.
+    to the bottom and right edges, so every tile is full size. Without --size the tile side is
+    chosen from the scenes (300 px, or smaller for small data; a chip's side for chips). Tiles
+    without a valid pixel are not stored. An interrupted run resumes when re-run.
     Each tile's cloud fraction comes from the scene's cloud mask (the catalog's or --clouds),
     else from a spectral test on bands B02, B03, B04; --filter cloud drops cloudy tiles.
 
     Examples: [bold]geotiler tile --size 300 --filter water-only[/],
-    [bold]geotiler tile scene.tif --mask mask.tif --classes classes.yaml -o tiles.zarr[/],
-    [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/],
-    [bold]geotiler tile --overlap 50 --split block:0.7,0.15,0.15 --balance sqrt-inverse[/].
+    [bold]geotiler tile images/ --mask masks/ -o tiles.zarr[/],
+    [bold]geotiler tile "chips/*.jpg" --mask "chips/*_mask.png" --classes classes.json[/],
+    [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/].
     """
-    from geotiler.decisions import export_index
-    from geotiler.tile import TileSettings, make_tiles
+    from geotiler.tiles.decisions import export_index
+    from geotiler.tiles.run import run_tile
+    from geotiler.tiles.settings import TileSettings
 
+    if unpaired not in ("error", "skip"):
+        raise typer.BadParameter(f"--unpaired must be error or skip, got {unpaired!r}")
     pipeline = load_pipeline(config)
     name = dataset or pipeline.get("dataset")
     cli = {
@@ -126,22 +166,15 @@ def tile(
         "balance": balance, "split": split, "split_aoi": parse_split_aoi(split_aoi),
         "seed": seed, "block_tiles": block_tiles, "aoi": str(aoi) if aoi else None,
         "nodata": nodata, "classes": classes, "scheduler": scheduler, "workers": workers,
+        "skip_bad": skip_bad,
     }  # fmt: skip
     settings = resolve_settings(TileSettings, stage="tile", cli=cli, pipeline=pipeline)
-    cat = load_catalog(catalog)
-    from geotiler.tile_inputs import tile_inputs
-
-    inputs = tile_inputs(
-        cat, name, scenes or [], mask, settings.classes, settings.nodata, clouds=clouds or ()
-    )
-    target = output or cat.output_path("tile", name)
-    from geotiler.tile import count_positions
-
-    positions = count_positions(inputs, settings)
-    with progress_bar("tiling", positions, unit="tiles", quiet=quiet) as advance:
-        store = make_tiles(
-            inputs, target, settings, overwrite=overwrite, progress=advance, command=_command()
-        )
+    store = run_tile(
+        load_catalog(catalog), name, settings, images=images or (), masks=masks or (),
+        clouds=clouds or (), unpaired=unpaired,  # type: ignore[arg-type]
+        output=output, overwrite=overwrite, command=_command(),
+        progress=lambda label, total, unit: progress_bar(label, total, unit=unit, quiet=quiet),
+    )  # fmt: skip
     if index is not None:
         export_index(store, index)
     if not quiet:
@@ -169,18 +202,24 @@ def _command() -> str:
     return "geotiler tile ..."
 
 
-def print_store_summary(attrs: dict[str, Any]) -> None:
-    """Tiles total, kept, dropped per reason and per split; class shares before/after balancing."""
-    summary = attrs.get("decisions", {}).get("summary")
-    if not summary:
+def print_store_summary(attrs: StoreAttrs) -> None:
+    """Scenes and the plan's choices; tiles total, kept, dropped per reason and per split; class
+    shares before/after balancing."""
+    decisions = attrs.decisions
+    if decisions is None or not decisions.summary:
         return
+    summary = decisions.summary
+    _print_plan(attrs)
     counts = Table(title="tiles", title_justify="left", show_header=False)
     counts.add_column("what", style="bold")
     counts.add_column("tiles", justify="right")
     counts.add_row("total", f"{summary['tiles']:,}")
     counts.add_row("kept", f"{summary['kept']:,}")
     for reason, n in summary["dropped"].items():
-        counts.add_row(f"dropped: {reason}", f"{n:,}")
+        label = f"dropped: {reason}"
+        if reason == "buffer":
+            label += " (overlap a val/test tile)"
+        counts.add_row(label, f"{n:,}")
     for split, n in summary["splits"].items():
         counts.add_row(f"kept in {split}", f"{n:,}")
     console.print(counts)
@@ -195,3 +234,32 @@ def print_store_summary(attrs: dict[str, Any]) -> None:
             str(row["id"]), row["name"], f"{100 * row['before']:.2f}%", f"{100 * row['after']:.2f}%"
         )
     console.print(shares)
+
+
+def _print_plan(attrs: StoreAttrs) -> None:
+    scenes = attrs.scenes
+    groups = len({s.group for s in scenes})
+    georef = sum(s.crs is not None for s in scenes)
+    console.print(
+        f"[bold]{len(scenes)}[/] scene(s) in {groups} group(s) ({georef} georeferenced), "
+        f"{attrs.tile_size} px tiles every {attrs.stride} px; "
+        f"split: {attrs.decisions.split_policy if attrs.decisions else '?'}"
+    )
+    for what, choice in attrs.plan.items():
+        if isinstance(choice, dict):
+            console.print(f"  {what}: {choice.get('value')} ({choice.get('why')})")
+    for label, chosen in (
+        ("masks resampled onto their image grid", [s for s in scenes if s.mask_resampled]),
+        ("RGB masks mapped to class ids", [s for s in scenes if s.mask_rgb]),
+    ):
+        if chosen:
+            shown = ", ".join(
+                f"{s.name} ({s.mask_resampled})" if s.mask_resampled else s.name for s in chosen[:5]
+            )
+            more = f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
+            console.print(f"  {label}: {len(chosen)}: {shown}{more}")
+    skipped = attrs.plan.get("skipped scenes")
+    if skipped:
+        console.print(
+            f"  [yellow]skipped (unreadable)[/]: {len(skipped)}: {', '.join(skipped[:10])}"
+        )

@@ -304,7 +304,7 @@ def _manifest(
 
 def _grid_json(grid: Grid) -> dict[str, Any]:
     return {
-        "crs": grid.crs.to_string(),
+        "crs": grid.require_crs("the demo generator").to_string(),
         "transform": list(grid.transform)[:6],
         "shape": list(grid.shape),
     }

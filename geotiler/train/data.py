@@ -30,7 +30,7 @@ Split = Literal["train", "val", "test"]
 
 def open_store(path: str | os.PathLike[str]) -> Any:
     """Open the tile store at ``path`` (StoreError when missing or incomplete)."""
-    from geotiler.store import TileStore
+    from geotiler.tiles.store import TileStore
 
     return TileStore.open(path)
 

@@ -120,7 +120,7 @@ def fake_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def make_real_store(folder: Path, *, size_px: int = 36, scene_px: int = 180, seed: int = 0) -> Path:
     """A real Zarr store made by the tile stage from a small 3-band scene and its mask."""
-    from geotiler.tile import TileInputs, TileSettings, make_tiles
+    from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 
     rng = np.random.default_rng(seed)
     coarse = rng.integers(1, 4, size=(scene_px // 12 + 1, scene_px // 12 + 1))
@@ -138,9 +138,7 @@ def make_real_store(folder: Path, *, size_px: int = 36, scene_px: int = 180, see
     )
     scene = _write_tif(folder / "scene.tif", image)
     mask_path = _write_tif(folder / "mask.tif", mask[np.newaxis], nodata=0)
-    inputs = TileInputs(
-        scenes={"april": scene}, mask=mask_path, classes=CLASSES, bands=("B02", "B03", "B04")
-    )
+    inputs = TileInputs.seasons({"april": scene}, mask_path, CLASSES, bands=("B02", "B03", "B04"))
     settings = TileSettings(size=size_px, split="block:0.6,0.4,0", block_tiles=1, seed=seed)
     make_tiles(inputs, folder / "tiles.zarr", settings)
     return folder / "tiles.zarr"

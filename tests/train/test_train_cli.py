@@ -105,7 +105,7 @@ def test_torchrun_trains_with_ddp_on_cpu(
     assert [r["epoch"] for r in rows] == [1.0, 2.0]
     # The confusion matrix was summed over both ranks: every val pixel with a label counted once.
     supports = sum(v for k, v in rows[-1].items() if k.startswith("val_support_"))
-    from geotiler.store import TileStore
+    from geotiler.tiles.store import TileStore
 
     store = TileStore.open(real_store)
     masks = [store.read(int(i))[1] for i in store.indices("val")]

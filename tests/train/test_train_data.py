@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from geotiler.errors import InputError
-from geotiler.store import TileStore
+from geotiler.tiles.store import TileStore
 from geotiler.train.data import EpochSampler, StoreSummary, TileDataset, d4_transform, make_loaders
 
 

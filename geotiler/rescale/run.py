@@ -4,7 +4,7 @@
 for a strip-organised source, tile-aligned windows for a tiled one), computes them in parallel
 with Dask (local threads or a dask.distributed cluster: same graph, byte-identical output) and
 writes them from one writer, in order, as they arrive. Memory is bounded by ``memory_mb``, not by
-the size of the source. How a window is computed is in :mod:`geotiler.resampling`.
+the size of the source. How a window is computed is in :mod:`geotiler.rescale.methods`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from geotiler.io import (
     write_class_metadata,
 )
 from geotiler.parallel import use_scheduler
-from geotiler.resampling import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
-from geotiler.rescale_plan import Schedule, make_plan, plan_units
+from geotiler.rescale.methods import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
+from geotiler.rescale.plan import Schedule, make_plan, plan_units
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,8 @@ def rescale(
         source: single-band class raster (the mask).
         target: the output grid; where the source does not cover it the output is nodata.
         out: output GeoTIFF (COG with ``cog``); refused if it exists unless ``overwrite``.
-        method: ``near``, ``mode`` or ``weighted-mode`` (see :data:`geotiler.resampling.METHODS`).
+        method: ``near``, ``mode`` or ``weighted-mode`` (see
+            :data:`geotiler.rescale.methods.METHODS`).
         weights: weighted-mode: weight per class value (others weigh 1).
         classes: class table for colours and names when the source carries none.
         memory_mb: bound on the source pixels held at once (sets the window size).

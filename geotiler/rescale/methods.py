@@ -9,7 +9,7 @@ Two paths, per method (the :data:`METHODS` registry):
 * exact: the source is an integer-factor refinement of the target (same CRS, pixel edges aligned).
   ``near`` reads only the source rows it samples, ``floor((i + 0.5) * f)`` as GDAL does; ``mode``
   and ``weighted-mode`` read the window's rows once and run the numba kernel of
-  :mod:`geotiler.kernels`, which also counts the source pixels.
+  :mod:`geotiler.rescale.kernels`, which also counts the source pixels.
 * warp: anything else (non-integer factor, another CRS) goes through GDAL's warper via
   :func:`rasterio.warp.reproject`, one output window at a time.
 """
@@ -29,7 +29,7 @@ from rasterio.windows import Window
 
 from geotiler.grid import Grid
 from geotiler.io import open_raster
-from geotiler.rawstrips import RawStrips
+from geotiler.rescale.rawstrips import RawStrips
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,11 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     The window is read and reduced a few rows at a time (about ``CHUNK_BYTES``, whole source
     blocks: a tiled source's blocks are decoded once), so the kernel finds them still in cache.
     """
-    from geotiler.kernels import PACKED_MAX_FACTOR, mode_kernel, packed_mode_kernel  # numba: lazily
+    from geotiler.rescale.kernels import (  # numba: lazily
+        PACKED_MAX_FACTOR,
+        mode_kernel,
+        packed_mode_kernel,
+    )
 
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -140,7 +144,7 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     """Nearest neighbour on the exact grid: source pixel ``floor((i + 0.5) * f)`` of each block.
 
     An uncompressed strip file is read directly, each sampled row's span once
-    (:mod:`geotiler.rawstrips`). Otherwise, where the blocks lie inside the source, GDAL's
+    (:mod:`geotiler.rescale.rawstrips`). Otherwise, where the blocks lie inside the source, GDAL's
     decimating read takes exactly those pixels and reads only the rows they are on; rows of
     partial edge blocks are read one at a time. The source histogram counts every
     ``HIST_EVERY``-th sampled row in full.

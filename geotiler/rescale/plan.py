@@ -20,9 +20,9 @@ from rasterio.warp import transform_bounds
 
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
-from geotiler.grid import Grid
+from geotiler.grid import Grid, crs_name
 from geotiler.io import BlockLayout, open_raster
-from geotiler.resampling import METHODS, Plan, Unit
+from geotiler.rescale.methods import METHODS, Plan, Unit
 
 HISTOGRAM_DTYPES = {"uint8": 256, "uint16": 65536}
 
@@ -66,8 +66,8 @@ def make_plan(
         notices.append(f"{name}: {dtype} classes go through GDAL's warper (exact path: uint8/16)")
     elif not grid.same_crs(target):
         notices.append(
-            f"{name}: the mask's CRS ({grid.crs.to_string()}) differs from the target's "
-            f"({target.crs.to_string()}): resampling through GDAL's warper "
+            f"{name}: the mask's CRS ({crs_name(grid.crs)}) differs from the target's "
+            f"({crs_name(target.crs)}): resampling through GDAL's warper "
             "(slower, not block-exact)"
         )
     elif factor is None:
@@ -108,14 +108,20 @@ def make_plan(
 
 def _check_overlap(grid: Grid, target: Grid, name: str) -> None:
     left, bottom, right, top = target.bounds
-    if not grid.same_crs(target):
+    if grid.crs is None or target.crs is None:
+        if not grid.same_crs(target):
+            raise GridMismatchError(
+                f"{name}: one of the mask and the target grid has no CRS; georeference both "
+                "or neither"
+            )
+    elif not grid.same_crs(target):
         left, bottom, right, top = transform_bounds(target.crs, grid.crs, left, bottom, right, top)
     s_left, s_bottom, s_right, s_top = grid.bounds
     if min(right, s_right) <= max(left, s_left) or min(top, s_top) <= max(bottom, s_bottom):
         raise GridMismatchError(
             f"{name}: the mask does not overlap the target grid (mask bounds "
             f"{_fmt(grid.bounds)}, target bounds {_fmt(target.bounds)} in "
-            f"{target.crs.to_string()}); check the target raster or its CRS"
+            f"{crs_name(target.crs)}); check the target raster or its CRS"
         )
 
 

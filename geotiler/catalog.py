@@ -272,8 +272,14 @@ class Catalog:
         return self.model.outputs.get(stage, DEFAULT_OUTPUTS[stage])
 
     def output_path(self, stage: Stage, name: str | None = None) -> Path:
-        """Where ``stage`` writes for dataset ``name`` (the default dataset when None)."""
-        return self.work_dir(name) / self.output_name(stage)
+        """Where ``stage`` writes for dataset ``name`` (the default dataset when None).
+
+        A dataset of many scenes gets a folder of maps from predict (``landcover/``).
+        """
+        path = self.work_dir(name) / self.output_name(stage)
+        if stage == "predict" and self.dataset(name).images_glob:
+            return path.with_suffix("")
+        return path
 
     def scene_paths(self, name: str | None = None) -> dict[str, Path]:
         dataset = self.dataset(name)

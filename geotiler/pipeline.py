@@ -37,7 +37,7 @@ ProgressFactory = Callable[
 @dataclass
 class StageReport:
     stage: StageName
-    status: Literal["ran", "skipped"]
+    status: Literal["ran", "skipped", "not needed"]
     seconds: float
     output: Path
     details: dict[str, Any] = field(default_factory=dict)
@@ -97,6 +97,12 @@ def run_pipeline(
             upstream = _stamp(catalog, name, stage).get("fingerprint", upstream)
             continue
         runner = _RUNNERS[stage]
+        if not runner.needed(catalog, name):
+            output = catalog.output_path(stage, name)
+            report.stages.append(StageReport(stage, "not needed", 0.0, output))
+            if on_stage is not None:
+                on_stage(report.stages[-1])
+            continue
         settings = runner.settings(catalog, name, pipeline)
         inputs = runner.inputs(catalog, name)
         output = catalog.output_path(stage, name)
@@ -168,6 +174,9 @@ def _write_stamp(
 
 
 class _Stage:
+    def needed(self, catalog: Catalog, name: str) -> bool:
+        return True
+
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
         raise NotImplementedError
 
@@ -193,6 +202,10 @@ def _first_scene(catalog: Catalog, name: str) -> Path:
 
 
 class _Rescale(_Stage):
+    def needed(self, catalog: Catalog, name: str) -> bool:
+        # Pairs of many scenes have their masks resampled by the tile stage, pair by pair.
+        return not _many_scenes(catalog, name)
+
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
         from geotiler.rescale import RescaleSettings
 
@@ -297,27 +310,54 @@ class _Predict(_Stage):
         return resolve_settings(PredictSettings, stage="predict", pipeline=pipeline)
 
     def inputs(self, catalog: Catalog, name: str) -> list[Path]:
-        return [_first_scene(catalog, name), catalog.output_path("train", name) / "best.pt"]
+        checkpoint = catalog.output_path("train", name) / "best.pt"
+        if _many_scenes(catalog, name):
+            return [*(s.image for s in _held_out(catalog, name)), checkpoint]
+        return [_first_scene(catalog, name), checkpoint]
 
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
         from geotiler.inference import load_predictor
-        from geotiler.predict import count_tiles, predict_scene
+        from geotiler.predict_many import PredictJob, count_job_tiles, plan_jobs, predict_many
+        from geotiler.tiles.scenes import resolve_scenes
 
-        scene, checkpoint = self.inputs(catalog, name)
+        *scenes, checkpoint = self.inputs(catalog, name)
         predictor = load_predictor(checkpoint, device=settings.device)
-        total = count_tiles(Grid.from_raster(scene), predictor.tile_size, settings.overlap)
+        if _many_scenes(catalog, name):
+            jobs = plan_jobs(scenes, output)
+        else:
+            jobs = [PredictJob(resolve_scenes(scenes)[0], output)]
+        total = count_job_tiles(jobs, predictor.tile_size, settings.overlap)
         with progress("predict", total, "tiles") as advance:
-            result = predict_scene(
-                scene, output, predictor=predictor, classes=predictor.classes,
+            results = predict_many(
+                jobs, predictor=predictor, classes=predictor.classes,
                 overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,
                 cog=settings.cog, overwrite=True, progress=advance,
             )  # fmt: skip
+        tiles, seconds = sum(r.tiles for r in results), sum(r.seconds for r in results)
         return {
-            "tiles": result.tiles,
-            "tiles/s": round(result.tiles / max(result.seconds, 1e-9), 1),
+            "maps": len(results),
+            "tiles": tiles,
+            "tiles/s": round(tiles / max(seconds, 1e-9), 1),
         }
+
+
+def _held_out(catalog: Catalog, name: str) -> list[Any]:
+    """The scenes to map and score: those of the store's test split (else val, else all)."""
+    from geotiler.tiles.scenes import catalog_scenes
+    from geotiler.tiles.store import TileStore
+
+    scenes = catalog_scenes(catalog, name)
+    store_path = catalog.output_path("tile", name)
+    if not store_path.exists():
+        return scenes
+    index = TileStore.open(store_path).index
+    for split in ("test", "val"):
+        chosen = set(index.scene[(index.split == split) & (index.verdict == "keep")])
+        if chosen and not chosen & set(index.scene[index.split == "train"]):
+            return [s for s in scenes if s.name in chosen]
+    return scenes
 
 
 class EvaluateSettings(StageSettings):
@@ -329,18 +369,26 @@ class _Evaluate(_Stage):
         return resolve_settings(EvaluateSettings, stage="evaluate", pipeline=pipeline)
 
     def inputs(self, catalog: Catalog, name: str) -> list[Path]:
+        if _many_scenes(catalog, name):
+            masks = [s.mask for s in _held_out(catalog, name) if s.mask is not None]
+            return [catalog.output_path("predict", name), *masks]
         return [catalog.output_path("predict", name), catalog.output_path("rescale", name)]
 
     def run(
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
+        prediction, *truths = self.inputs(catalog, name)
+        if _many_scenes(catalog, name):
+            from geotiler.evaluate_many import evaluate_many
+
+            many = evaluate_many([prediction], truths, output)
+            return {"mIoU": round(many.metrics["miou"], 3), "pairs": many.metrics["pairs"]}
         from geotiler.evaluate import evaluate
 
-        prediction, truth = self.inputs(catalog, name)
         rows = Grid.from_raster(prediction).rows
         with progress("evaluate", rows, "rows") as advance:
             result = evaluate(
-                prediction, truth, output, scene=_first_scene(catalog, name), progress=advance
+                prediction, truths[0], output, scene=_first_scene(catalog, name), progress=advance
             )
         return {"mIoU": round(result.metrics["miou"], 3), "report": str(output)}
 

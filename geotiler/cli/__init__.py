@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 # OpenMP threads that spin while waiting stall torch badly whenever the cores are shared (a
@@ -74,6 +75,9 @@ def _register() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Chips without georeference are supported (pixel grids): rasterio's warnings about their
+    # identity transform are noise to a user.
+    warnings.filterwarnings("ignore", message=r"(Dataset has no geotransform|The given matrix)")
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="geotiler")
     finally:

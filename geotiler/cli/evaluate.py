@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import math
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from geotiler.catalog import ClassTable
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
@@ -18,10 +20,17 @@ from geotiler.grid import Grid
 @app.command()
 def evaluate(
     prediction: Annotated[
-        Path | None, typer.Argument(help="Predicted class map (GeoTIFF).")
+        Path | None,
+        typer.Argument(help="Predicted class map (GeoTIFF), or a folder or glob of maps."),
     ] = None,
     truth: Annotated[
-        Path | None, typer.Option("--truth", "-t", help="Reference mask (default: the dataset's).")
+        Path | None,
+        typer.Option(
+            "--truth",
+            "-t",
+            help="Reference mask, or a folder or glob of masks paired with the maps by file "
+            "stem (default: the dataset's).",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Report folder (default: work dir).")
@@ -42,7 +51,11 @@ def evaluate(
     Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG. Both rasters must
     share a grid; a reference on a finer, aligned grid is rescaled with mode first.
 
-    Example: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
+    A folder (or glob) of maps is scored against a folder of masks: pairs by file stem, scores per
+    pair and overall (from the summed confusion matrix) in metrics.json and pairs.csv.
+
+    Examples: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/],
+    [bold]geotiler evaluate maps/ --truth masks/ -o report/[/]
     """
     cat = load_catalog(catalog)
     prediction = prediction or cat.output_path("predict", dataset)
@@ -51,6 +64,9 @@ def evaluate(
     from geotiler.evaluate import evaluate as run_evaluate
 
     table = cat.class_table(classes) if classes else None
+    if _is_many(prediction) or _is_many(truth):
+        _evaluate_many(prediction, truth, report, table, quiet=quiet)
+        return
     rows = Grid.from_raster(prediction).rows
     with progress_bar("evaluate", rows, unit="rows", quiet=quiet) as advance:
         result = run_evaluate(
@@ -89,3 +105,32 @@ def _mode_rescale(truth: Path, grid: Grid, out: Path) -> Path:
     from geotiler.rescale import rescale
 
     return rescale(truth, grid, out, method="mode", overwrite=True).path
+
+
+def _is_many(path: Path) -> bool:
+    return path.is_dir() or glob.has_magic(str(path))
+
+
+def _evaluate_many(
+    predictions: Path, truths: Path, report: Path, table: ClassTable | None, *, quiet: bool
+) -> None:
+    from geotiler.evaluate_many import evaluate_many
+
+    result = evaluate_many([predictions], [truths], report, classes=table)
+    if quiet:
+        return
+    metrics = result.metrics
+    pairs = Table(title=f"{predictions} vs {truths}", title_justify="left")
+    for column in ("pair", "mIoU", "accuracy", "pixels"):
+        pairs.add_column(column, justify="left" if column == "pair" else "right")
+    for row in metrics["per_pair"][:20]:
+        pairs.add_row(
+            row["name"], _pct(row["miou"]), _pct(row["pixel_accuracy"]), f"{row['pixels_scored']:,}"
+        )
+    console.print(pairs)
+    if len(metrics["per_pair"]) > 20:
+        console.print(f"... and {len(metrics['per_pair']) - 20} more pairs (pairs.csv)")
+    console.print(
+        f"overall over {metrics['pairs']} pairs: mIoU {_pct(metrics['miou'])}, pixel accuracy "
+        f"{_pct(metrics['pixel_accuracy'])}; report in {result.report_dir}"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -20,17 +21,27 @@ from geotiler.cli.options import (
     load_catalog,
 )
 from geotiler.config import load_pipeline, resolve_settings
-from geotiler.grid import Grid
-from geotiler.predict import PredictResult, PredictSettings, count_tiles, predict_scene
+from geotiler.predict import PredictResult, PredictSettings
 
 
 @app.command()
 def predict(
-    scene: Annotated[
-        Path | None, typer.Argument(help="Scene GeoTIFF (default: the dataset's first scene).")
+    scenes: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Scenes: a file, or several files, folders or globs (default: the dataset's "
+            "first scene).",
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output map (default: work dir).")
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output map, or a folder for several scenes: FOLDER/<name>.tif each "
+            "(default: work dir).",
+        ),
     ] = None,
     model: Annotated[
         Path | None,
@@ -67,7 +78,11 @@ def predict(
     scene's edge. Pixels that are nodata in every band are nodata (0) in the map. --classes
     gives every valid pixel the most probable of the listed classes.
 
-    Example: [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/]
+    Several scenes (files, a folder or a glob) give one map each in the output folder, named
+    after the scene, with one model load.
+
+    Examples: [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/],
+    [bold]geotiler predict images/ -o maps/ --model run/best.pt[/]
     """
     cat = load_catalog(catalog)
     settings = resolve_settings(
@@ -82,38 +97,44 @@ def predict(
         },
         pipeline=load_pipeline(config),
     )
-    if scene is None:
+    if not scenes:
         from geotiler.synthetic import ensure_generated
 
         ensure_generated(cat, dataset)
-        scene = next(iter(cat.scene_paths(dataset).values()))
+        scenes = [str(next(iter(cat.scene_paths(dataset).values())))]
     output = output or cat.output_path("predict", dataset)
     model = model or _default_model(cat, dataset, quiet=quiet)
     from geotiler.inference import load_predictor
+    from geotiler.predict_many import count_job_tiles, is_many, plan_jobs, predict_many
 
+    many = is_many(scenes, output)
+    jobs = plan_jobs(scenes, output, confidence=confidence, probabilities=probabilities)
+    if not many:
+        jobs = [replace(jobs[0], output=output, confidence=confidence, probabilities=probabilities)]
     predictor = load_predictor(model, device=settings.device)
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )
-    total = count_tiles(Grid.from_raster(scene), predictor.tile_size, settings.overlap)
+    total = count_job_tiles(jobs, predictor.tile_size, settings.overlap)
     with progress_bar("predict", total, unit="tiles", quiet=quiet) as advance:
-        result = predict_scene(
-            scene,
-            output,
+        results = predict_many(
+            jobs,
             predictor=predictor,
             classes=predictor.classes,
             overlap_px=settings.overlap,
             batch_size=settings.batch_size,
             class_ids=class_ids,
             tta=settings.tta,
-            confidence=confidence,
-            probabilities=probabilities,
             cog=settings.cog,
             overwrite=overwrite,
             progress=advance,
         )
-    if not quiet:
-        _summary(result, predictor.classes.names)
+    if quiet:
+        return
+    if many:
+        _many_summary(results, output)
+    else:
+        _summary(results[0], predictor.classes.names)
 
 
 REFERENCE_MODEL = "demo-unet-tiny.pt"
@@ -154,4 +175,13 @@ def _summary(result: PredictResult, names: dict[int, str]) -> None:
         f"{result.tiles} tiles in {result.seconds:.1f} s "
         f"({result.tiles / max(result.seconds, 1e-9):.1f} tiles/s); "
         f"{result.nodata_pixels:,} nodata pixels"
+    )
+
+
+def _many_summary(results: list[PredictResult], folder: Path) -> None:
+    tiles = sum(r.tiles for r in results)
+    seconds = sum(r.seconds for r in results)
+    console.print(
+        f"{len(results)} maps in {folder}: {tiles} tiles in {seconds:.1f} s "
+        f"({tiles / max(seconds, 1e-9):.1f} tiles/s)"
     )

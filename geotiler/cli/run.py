@@ -56,7 +56,11 @@ def run_with_display(
 
     def announce(entry: StageReport) -> None:
         if not quiet:
-            mark = "[green]ran[/]" if entry.status == "ran" else "[dim]up to date, skipped[/]"
+            mark = {
+                "ran": "[green]ran[/]",
+                "skipped": "[dim]up to date, skipped[/]",
+                "not needed": "[dim]not needed for this dataset[/]",
+            }[entry.status]
             console.print(f"[bold]{entry.stage}[/]: {mark} {entry.seconds:.1f} s -> {entry.output}")
 
     return run_pipeline(

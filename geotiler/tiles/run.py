@@ -71,6 +71,8 @@ class TileInputs:
     scenes: list[Scene]
     classes: ClassTable
     bands: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    """Scenes left out because they could not be opened (``--skip-bad``)."""
 
     @classmethod
     def seasons(
@@ -107,8 +109,14 @@ def tile_inputs(
     """
     table: ClassTable | None
     bands: tuple[str, ...]
+    skipped: list[str] = []
     if images:
-        scenes = resolve_scenes(images, masks, unpaired=unpaired)
+        try:
+            scenes = resolve_scenes(
+                images, masks, unpaired=unpaired, skipped=skipped if settings.skip_bad else None
+            )
+        except RasterError as exc:
+            raise RasterError(f"{exc}; fix or remove it, or pass --skip-bad") from exc
         table, bands = None, ()
     else:
         if catalog is None:
@@ -128,7 +136,7 @@ def tile_inputs(
         dataset_table=table,
         masks=distinct_masks,
     )
-    return TileInputs(scenes, classes, bands)
+    return TileInputs(scenes, classes, bands, tuple(skipped))
 
 
 def run_tile(
@@ -213,7 +221,8 @@ def make_tiles(
     except GeotilerError:
         writer.discard()
         raise
-    writer.complete(decisions.attrs, decisions.arrays, skipped=sorted(reading.skipped))
+    skipped = sorted({*inputs.skipped, *reading.skipped})
+    writer.complete(decisions.attrs, decisions.arrays, skipped=skipped)
     return TileStore.open(output)
 
 

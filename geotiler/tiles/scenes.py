@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from geotiler.catalog import Catalog
-from geotiler.errors import InputError
+from geotiler.errors import InputError, RasterError
 from geotiler.grid import Grid
 from geotiler.tiles.schema import Split
 
@@ -130,15 +130,18 @@ def resolve_scenes(
     *,
     clouds: Mapping[str, Path] | None = None,
     unpaired: Unpaired = "error",
+    skipped: list[str] | None = None,
 ) -> list[Scene]:
     """Scenes from image and mask paths (files, folders, globs), paired by stem.
 
     One mask with several images makes them the seasons of one grid sharing that mask; several
     masks pair with images by stem (see the module docstring). ``clouds`` maps a scene name to its
-    cloud mask.
+    cloud mask. With a ``skipped`` list, images that cannot be opened are left out and named
+    there instead of raising.
 
     Raises:
         InputError: no image, unpaired files (unless ``unpaired="skip"``), repeating names.
+        RasterError: an image that cannot be opened (without ``skipped``).
     """
     image_paths = expand_paths(images, what="image")
     mask_paths = expand_paths(masks, what="mask") if masks else []
@@ -153,17 +156,19 @@ def resolve_scenes(
     else:
         pairs, names = _pair(image_paths, mask_paths, unpaired)
     splits = _dataset_splits([image for image, _, _ in pairs])
-    scenes = [
-        Scene(
-            name=name,
-            image=image,
-            mask=mask,
-            grid=Grid.from_raster(image),
-            group=group or name,
-            split=splits.get(image),
-        )
-        for name, (image, mask, group) in zip(names, pairs, strict=True)
-    ]
+    scenes = []
+    for name, (image, mask, group) in zip(names, pairs, strict=True):
+        try:
+            grid = Grid.from_raster(image)
+        except RasterError as exc:
+            if skipped is None:
+                raise
+            log.warning("skipped %s: %s", image, exc)
+            skipped.append(name)
+            continue
+        scenes.append(Scene(name, image, mask, grid, group or name, split=splits.get(image)))
+    if not scenes:
+        raise InputError("no image could be opened; see the warnings above")
     return attach_clouds(scenes, clouds or {})
 
 

@@ -155,7 +155,7 @@ def test_kaggle_chips_with_rgb_masks_get_pixel_grids_and_maps_without_crs(
     store = TileStore.open(store_path)
     assert all(store.grid(name).crs is None for name in store.scenes)
     assert all(store.scene(name).mask_rgb for name in store.scenes)
-    image, mask = store.read(0)
+    _, mask = store.read(0)
     with Image.open(kaggle / "masks" / f"{store.scenes[0]}.png") as png:
         rgb = np.asarray(png)
     expected = np.zeros(rgb.shape[:2], np.uint8)

@@ -12,6 +12,7 @@ this module knows nothing of torch.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ def predict_scene(
     overlap_px: int | None = None,
     batch_size: int = 8,
     class_ids: Sequence[int] | None = None,
+    min_confidence: float | None = None,
+    bands: Sequence[str] | None = None,
     tta: bool = False,
     confidence: str | PathLike[str] | None = None,
     probabilities: str | PathLike[str] | None = None,
@@ -140,20 +143,27 @@ def predict_scene(
     """Predict a class map for ``scene`` on its exact grid and write it to ``output``.
 
     ``overlap_px`` defaults to a quarter of the model's tile size. ``class_ids`` restricts the map
-    to those classes: every valid pixel gets the most probable of them. Nodata pixels of the scene
-    (every band nodata) are nodata in the map.
+    to those classes: a pixel whose most probable class is another one is nodata (never forced
+    into a listed class); so is a pixel whose top probability is below ``min_confidence``. Nodata
+    pixels of the scene (every band nodata) are nodata in the map. The scene's bands are matched
+    to the model's by name (the file's band descriptions, or ``bands``) and reordered; unnamed
+    bands are taken in order.
     """
     started = time.perf_counter()
-    chosen = _chosen_classes(classes, class_ids, predictor.num_classes)
+    chosen = _chosen_classes(classes, None, predictor.num_classes)
+    keep = None if not class_ids else _chosen_classes(classes, class_ids, predictor.num_classes)
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise InputError(f"--min-confidence must be within 0..1, got {min_confidence}")
     for path in (output, confidence, probabilities):
         if path is not None:
             check_output(path, overwrite=overwrite)
     with open_raster(scene) as dataset:
         grid = Grid.from_dataset(dataset)
-        _check_bands(dataset, predictor)
+        order = band_order(dataset, predictor, bands)
         outputs = _Outputs(grid, classes, chosen, output, confidence, probabilities, cog, overwrite)
         with outputs:
             engine = _Engine(dataset, predictor, chosen, overlap_px, batch_size, tta, outputs)
+            engine.select(order=order, keep=keep, min_confidence=min_confidence)
             tiles = engine.run(progress)
             if engine.valid_pixels == 0:  # raised inside, so no output is kept
                 raise InputError(f"{dataset.name}: every pixel of the scene is nodata")
@@ -163,7 +173,7 @@ def predict_scene(
         tiles=tiles,
         seconds=time.perf_counter() - started,
         class_pixels=engine.class_pixels,
-        nodata_pixels=grid.rows * grid.cols - engine.valid_pixels,
+        nodata_pixels=grid.rows * grid.cols - sum(engine.class_pixels.values()),
     )
 
 
@@ -177,18 +187,39 @@ def _chosen_classes(
     return np.array(sorted(set(ids)), dtype=np.int64)
 
 
-def _check_bands(dataset: Any, predictor: Predictor) -> None:
-    if dataset.count != len(predictor.bands):
+def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) -> list[int]:
+    """The scene's band numbers (1-based) in the model's band order.
+
+    Named bands (the file's descriptions, or ``bands``) are matched to the model's by name, case
+    aside; a model trained on unnamed bands (``band1``...) and an unnamed scene go by position.
+
+    Raises:
+        InputError: ``bands`` of the wrong length, a model band the scene lacks, or unnamed bands
+            of another count.
+    """
+    if bands is not None and len(bands) != dataset.count:
+        raise InputError(
+            f"{dataset.name}: --bands names {len(bands)} bands but the scene has {dataset.count}"
+        )
+    names = list(bands) if bands is not None else [d or "" for d in dataset.descriptions]
+    wanted = list(predictor.bands)
+    generic = all(re.fullmatch(r"band\d+", b) for b in wanted)
+    if all(names) and not generic:
+        at = {name.lower(): number for number, name in enumerate(names, start=1)}
+        missing = [b for b in wanted if b.lower() not in at]
+        if missing:
+            raise InputError(
+                f"{dataset.name}: the model needs bands {', '.join(wanted)}; the scene's bands are "
+                f"{', '.join(names)} (missing {', '.join(missing)}); name the file's bands in "
+                "order with --bands"
+            )
+        return [at[b.lower()] for b in wanted]
+    if dataset.count != len(wanted):
         raise InputError(
             f"{dataset.name}: the scene has {dataset.count} bands but the model expects "
-            f"{len(predictor.bands)} ({', '.join(predictor.bands)})"
+            f"{len(wanted)} ({', '.join(wanted)}); name them with --bands to pick by name"
         )
-    names = tuple(d or "" for d in dataset.descriptions)
-    if all(names) and names != tuple(predictor.bands):
-        raise InputError(
-            f"{dataset.name}: scene bands {', '.join(names)} differ from the model's "
-            f"{', '.join(predictor.bands)}"
-        )
+    return list(range(1, dataset.count + 1))
 
 
 class _Engine:
@@ -220,6 +251,13 @@ class _Engine:
         self.weight = blend_window(self.tile)
         self.class_pixels: dict[int, int] = {int(c): 0 for c in chosen}
         self.valid_pixels = 0
+        self.select(order=list(range(1, dataset.count + 1)), keep=None, min_confidence=None)
+
+    def select(
+        self, *, order: list[int], keep: np.ndarray | None, min_confidence: float | None
+    ) -> None:
+        """Which bands to read (model order), classes to map and the confidence to require."""
+        self.order, self.keep, self.min_confidence = order, keep, min_confidence
 
     def run(self, progress: Callable[[int], None] | None) -> int:
         k = len(self.chosen)
@@ -249,8 +287,8 @@ class _Engine:
     def _read_rows(self, y0: int) -> tuple[np.ndarray, np.ndarray]:
         height = min(self.tile, self.rows)
         window = Window(0, y0, self.cols, height)
-        image = self.dataset.read(window=window).astype(np.float32)
-        valid = (self.dataset.read_masks(window=window) > 0).all(axis=0)
+        image = self.dataset.read(self.order, window=window).astype(np.float32)
+        valid = (self.dataset.read_masks(self.order, window=window) > 0).all(axis=0)
         pad_rows, pad_cols = self.tile - image.shape[1], max(self.tile - self.cols, 0)
         if pad_rows or pad_cols:
             image = np.pad(image, ((0, 0), (0, pad_rows), (0, pad_cols)), mode="reflect")
@@ -277,8 +315,13 @@ class _Engine:
         probs = acc / weights
         best = probs.argmax(axis=0)
         labels = self.chosen[best].astype(np.uint8)
-        labels[~valid] = self.outputs.nodata
-        ids, counts = np.unique(labels[valid], return_counts=True)
+        mapped = valid.copy()
+        if self.keep is not None:
+            mapped &= np.isin(labels, self.keep)
+        if self.min_confidence is not None:
+            mapped &= probs.max(axis=0) >= self.min_confidence
+        labels[~mapped] = self.outputs.nodata
+        ids, counts = np.unique(labels[mapped], return_counts=True)
         for value, count in zip(ids, counts, strict=True):
             self.class_pixels[int(value)] += int(count)
         self.valid_pixels += int(valid.sum())

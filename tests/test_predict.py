@@ -145,8 +145,9 @@ def test_class_restriction_and_extra_outputs(write_raster, tmp_path) -> None:
     assert confidence[:, :5].max() == -1
     assert confidence[:, 5:].min() > 0 and confidence.max() <= 1.0 + 1e-6
     with rasterio.open(probs) as dataset:
-        assert dataset.count == 2
-        assert dataset.descriptions == ("c1", "c3")
+        # Probabilities stay the model's, over every class: --classes only masks the map.
+        assert dataset.count == 3
+        assert dataset.descriptions == ("c1", "c2", "c3")
         scaled = dataset.read()
     assert (scaled[:, :, 5:].astype(int).sum(axis=0) <= 255).all()
 
@@ -192,3 +193,57 @@ def test_cog_output_has_overviews(write_raster, tmp_path) -> None:
         assert dataset.overviews(1)
         assert dataset.colormap(1)[3][:3] == (120, 32, 32)
     assert (tmp_path / "cog.tif.aux.xml").exists()
+
+
+def test_bands_are_matched_by_name_and_reordered(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster)
+    with rasterio.open(scene) as dataset:
+        data, profile = dataset.read(), dataset.profile
+    shuffled = tmp_path / "shuffled.tif"
+    with rasterio.open(shuffled, "w", **profile) as dataset:
+        dataset.write(data[[2, 0, 1]])
+        dataset.descriptions = ("B3", "B1", "B2")
+    predict_scene(scene, tmp_path / "a.tif", predictor=PixelModel(), classes=CLASSES)
+    predict_scene(shuffled, tmp_path / "b.tif", predictor=PixelModel(), classes=CLASSES)
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    # Unnamed bands named on the command line, in file order.
+    unnamed = tmp_path / "unnamed.tif"
+    with rasterio.open(unnamed, "w", **profile) as dataset:
+        dataset.write(data[[2, 0, 1]])
+    predict_scene(
+        unnamed,
+        tmp_path / "c.tif",
+        predictor=PixelModel(),
+        classes=CLASSES,
+        bands=["B3", "B1", "B2"],
+    )
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "c.tif") as c:
+        assert np.array_equal(a.read(1), c.read(1))
+    with pytest.raises(InputError, match="missing B2"):
+        predict_scene(
+            unnamed, tmp_path / "d.tif", predictor=PixelModel(), classes=CLASSES,
+            bands=["B3", "B1", "B9"],
+        )  # fmt: skip
+
+
+def test_classes_leave_other_pixels_nodata_and_min_confidence_too(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster)
+    truth = pixelwise_truth(scene)
+    out = tmp_path / "m.tif"
+    result = predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES, class_ids=[1])
+    with rasterio.open(out) as dataset:
+        labels = dataset.read(1)
+    assert (labels[truth == 1] == 1).all()
+    assert (labels[(truth == 2) | (truth == 3)] == 0).all()  # not forced into class 1
+    assert result.class_pixels[1] == int((truth == 1).sum())
+    confident = tmp_path / "c.tif"
+    predict_scene(scene, confident, predictor=PixelModel(), classes=CLASSES, min_confidence=0.9)
+    with rasterio.open(confident) as dataset:
+        strict = dataset.read(1)
+    with rasterio.open(scene) as dataset:
+        data = dataset.read().astype(np.float64) / 100
+    probs = np.exp(data - data.max(axis=0)) / np.exp(data - data.max(axis=0)).sum(axis=0)
+    unsure = (probs.max(axis=0) < 0.9) & (truth > 0)
+    assert unsure.any() and (strict[unsure] == 0).all()
+    assert (strict[~unsure & (truth > 0)] == truth[~unsure & (truth > 0)]).all()

@@ -53,7 +53,21 @@ def predict(
     batch_size: Annotated[int | None, typer.Option(help="Tiles per forward pass.")] = None,
     classes: Annotated[
         str | None,
-        typer.Option(help="Restrict the map to these classes (names or ids, comma-separated)."),
+        typer.Option(
+            help="Map only these classes (names or ids, comma-separated); pixels whose most "
+            "probable class is another one are nodata."
+        ),
+    ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Leave pixels below this top probability as nodata."),
+    ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            help="Names of the scene's bands in file order (comma-separated), when the file does "
+            "not name them; bands are matched to the model's by name."
+        ),
     ] = None,
     confidence: Annotated[
         Path | None, typer.Option(help="Also write the max probability (float32 GeoTIFF).")
@@ -75,8 +89,8 @@ def predict(
 
     Tiles of the model's size slide over the scene with --overlap px; overlapping predictions are
     blended with a Hann window so no seams show; the last tile row and column are snapped to the
-    scene's edge. Pixels that are nodata in every band are nodata (0) in the map. --classes
-    gives every valid pixel the most probable of the listed classes.
+    scene's edge. Pixels that are nodata in every band are nodata (0) in the map. Bands are
+    matched to the model's by name (the file's band descriptions, or --bands) and reordered.
 
     Several scenes (files, a folder or a glob) give one map each in the output folder, named
     after the scene, with one model load.
@@ -124,6 +138,8 @@ def predict(
             overlap_px=settings.overlap,
             batch_size=settings.batch_size,
             class_ids=class_ids,
+            min_confidence=min_confidence,
+            bands=[b.strip() for b in bands.split(",")] if bands else None,
             tta=settings.tta,
             cog=settings.cog,
             overwrite=overwrite,

@@ -165,7 +165,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         except ImportError:
             raise InputError(
                 f"{path}: reading .safetensors needs the safetensors package: "
-                "pip install safetensors"
+                "pip install 'geotiler[safetensors]'"
             ) from None
         try:
             return dict(load_file(str(path), device="cpu"))

@@ -1,8 +1,10 @@
-"""Models ready for :func:`geotiler.predict.predict_scene`: torch checkpoints and ONNX exports.
+"""Models ready for :func:`geotiler.predict.predict_scene`: checkpoints, TorchScript and ONNX.
 
-A checkpoint (``best.pt``) or an exported ``model.onnx`` carries everything inference needs: band
-names and their normalisation, the class table and the tile size. :func:`load_predictor` picks the
-runtime by file suffix. On CUDA the torch path runs in channels-last layout under autocast (fp16).
+A checkpoint (``best.pt``), an exported ``model.onnx`` or ``model.ts`` (TorchScript) carries
+everything inference needs: band names and their normalisation, the class table and the tile size
+(see :mod:`geotiler.export`). :func:`load_predictor` picks the runtime: ``.onnx`` by suffix, a
+TorchScript archive by its content (whatever its suffix), anything else as a checkpoint. On CUDA
+the checkpoint path runs in channels-last layout under autocast (fp16).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,7 @@ import torch
 
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
-from geotiler.io import atomic_output
-
-ONNX_META_KEY = "geotiler"
+from geotiler.export import META_KEY, TORCHSCRIPT_META_FILE, import_or_explain
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -56,9 +58,17 @@ class _Normalised:
 class TorchPredictor(_Normalised):
     """A torch model from a checkpoint; returns softmax probabilities."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict[str, Any], device: torch.device) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: dict[str, Any],
+        device: torch.device,
+        *,
+        amp: bool = True,
+    ) -> None:
         super().__init__(meta)
         self.device = device
+        self.amp = amp and device.type == "cuda"
         self.model = model.to(device).eval()
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -69,9 +79,9 @@ class TorchPredictor(_Normalised):
         if self.device.type == "cuda":
             tensor = tensor.pin_memory().to(self.device, non_blocking=True)
             tensor = tensor.contiguous(memory_format=torch.channels_last)
-            autocast: contextlib.AbstractContextManager[Any] = torch.autocast("cuda", torch.float16)
-        else:
-            autocast = contextlib.nullcontext()
+        autocast: contextlib.AbstractContextManager[Any] = (
+            torch.autocast("cuda", torch.float16) if self.amp else contextlib.nullcontext()
+        )
         with autocast:
             logits = self.model(tensor)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -81,12 +91,12 @@ class OnnxPredictor(_Normalised):
     """An exported model run by onnxruntime (CUDA provider first when available)."""
 
     def __init__(self, path: Path) -> None:
-        ort = _onnxruntime()
+        ort = import_or_explain("onnxruntime")
         try:
             self.session = ort.InferenceSession(str(path), providers=ort.get_available_providers())
         except Exception as exc:
             raise InputError(f"{path}: not a readable ONNX model ({exc})") from exc
-        meta = self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY)
+        meta = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
         if meta is None:
             raise InputError(
                 f"{path}: an ONNX model without geotiler metadata (use geotiler export)"
@@ -100,72 +110,44 @@ class OnnxPredictor(_Normalised):
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def load_torchscript(path: Path, device: torch.device) -> TorchPredictor:
+    """A TorchScript export with its geotiler metadata (fp32 on CUDA too: no JIT autocast)."""
+    files = {TORCHSCRIPT_META_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit: torch.export is next
+            module = torch.jit.load(str(path), map_location=device, _extra_files=files)
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable TorchScript model ({exc})") from exc
+    if not files[TORCHSCRIPT_META_FILE]:
+        raise InputError(
+            f"{path}: a TorchScript model without geotiler metadata (use geotiler export)"
+        )
+    return TorchPredictor(module, json.loads(files[TORCHSCRIPT_META_FILE]), device, amp=False)
+
+
+def is_torchscript(path: Path) -> bool:
+    """True for a TorchScript archive (a zip with compiled ``code/``), not a pickled checkpoint."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
 def load_predictor(
     path: str | os.PathLike[str], *, device: str = "auto"
 ) -> TorchPredictor | OnnxPredictor:
-    """A predictor from a checkpoint (``.pt``) or an ONNX export (``.onnx``)."""
+    """A predictor from a checkpoint (``.pt``), a TorchScript (``.ts``) or ONNX (``.onnx``) file."""
     where = Path(path)
     if where.suffix == ".onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")
         return OnnxPredictor(where)
+    if where.suffix in (".ts", ".torchscript") or (where.is_file() and is_torchscript(where)):
+        if not where.is_file():
+            raise InputError(f"{where}: TorchScript model not found (write one: geotiler export)")
+        return load_torchscript(where, resolve_device(device))
     from geotiler.train.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(where)
     return TorchPredictor(model, meta, resolve_device(device))
-
-
-def export_onnx(
-    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
-) -> Path:
-    """Export a checkpoint to ONNX with dynamic batch and spatial axes and geotiler metadata."""
-    onnx = _import_or_explain("onnx")
-    _import_or_explain("onnxscript")
-    from geotiler.train.checkpoint import load_checkpoint
-
-    model, meta = load_checkpoint(checkpoint)
-    tile = int(meta.get("tile_size") or 256)
-    example = torch.zeros(2, len(meta["bands"]), tile, tile)
-    dynamic = torch.export.Dim.DYNAMIC
-    with atomic_output(output, overwrite=overwrite) as temporary:
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},),
-        )
-        if program is None:  # pragma: no cover - dynamo export always returns a program
-            raise InputError(f"{checkpoint}: ONNX export produced nothing")
-        proto = program.model_proto
-        plain = {
-            k: v
-            for k, v in meta.items()
-            if k
-            in ("bands", "band_mean", "band_std", "num_classes", "tile_size", "nodata", "model")
-        }
-        plain["classes"] = meta["classes"].model_dump(mode="json")
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = ONNX_META_KEY, json.dumps(plain, default=_to_plain)
-        onnx.save(proto, str(temporary))
-    return Path(output)
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor | np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in ONNX metadata")
-
-
-def _onnxruntime() -> Any:
-    return _import_or_explain("onnxruntime")
-
-
-def _import_or_explain(name: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise InputError(f"{name} is not installed: pip install 'geotiler[onnx]'") from None

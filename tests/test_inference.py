@@ -91,25 +91,6 @@ def test_predict_class_restriction_by_name(runner, checkpoint, scene, tmp_path) 
     assert "no class 'lava'" in bad.output
 
 
-@pytest.mark.slow
-def test_onnx_export_matches_torch(runner, checkpoint, scene, tmp_path) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    onnx_path = tmp_path / "model.onnx"
-    result = runner.invoke(app, ["export", str(checkpoint), "-o", str(onnx_path)])
-    assert result.exit_code == 0, result.output
-    maps = {}
-    for name, model in (("torch", checkpoint), ("onnx", onnx_path)):
-        out = tmp_path / f"{name}.tif"
-        run = runner.invoke(
-            app, ["predict", str(scene), "-o", str(out), "--model", str(model), "-q"]
-        )
-        assert run.exit_code == 0, run.output
-        with rasterio.open(out) as dataset:
-            maps[name] = dataset.read(1)
-    assert (maps["torch"] == maps["onnx"]).mean() >= 0.999
-
-
 def test_predict_bad_inputs(runner, checkpoint, scene, tmp_path, write_raster) -> None:
     def run(*args: str) -> tuple[int, str]:
         result = runner.invoke(app, ["predict", *args])

@@ -1,4 +1,4 @@
-"""``geotiler export``: a checkpoint to an ONNX model with its metadata."""
+"""``geotiler export``: a checkpoint to ONNX, TorchScript or a slim checkpoint, with metadata."""
 
 from __future__ import annotations
 
@@ -23,30 +23,31 @@ def export(
     checkpoint: Annotated[
         Path | None, typer.Argument(help="Checkpoint (default: the dataset's best.pt).")
     ] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path(
-        "model.onnx"
-    ),
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="model.onnx (ONNX), model.ts (TorchScript) or slim.pt."
+        ),
+    ] = Path("model.onnx"),
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
-    """Export a checkpoint to ONNX, or to a slim .pt with no training state.
+    """Export a checkpoint to ONNX, TorchScript or a slim .pt, chosen by the output's suffix.
 
-    An .onnx output has dynamic batch and spatial axes and its metadata holds the bands, their
-    normalisation and the class table (for `geotiler predict --model model.onnx` or other
-    runtimes). A .pt output is the checkpoint without the optimiser and RNG state of --resume.
+    .onnx: dynamic batch/height/width axes, metadata (bands, their normalisation, the class
+    table) in the model's metadata_props. .ts or .torchscript: TorchScript (scripted; traced at
+    the tile size where scripting fails) with the same metadata as the extra file geotiler.json.
+    .pt: the checkpoint without the optimiser and RNG state of --resume. All three run with
+    `geotiler predict --model`.
 
-    Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
+    Example: [bold]geotiler export work/demo/run/best.pt -o model.ts[/]
     """
+    from geotiler.export import FORMATS, export_model
+
     checkpoint = checkpoint or load_catalog(catalog).output_path("train", dataset) / "best.pt"
-    if output.suffix == ".pt":
-        from geotiler.train.checkpoint import export_for_inference
-
-        path = export_for_inference(checkpoint, output, overwrite=overwrite)
-    else:
-        from geotiler.inference import export_onnx
-
-        path = export_onnx(checkpoint, output, overwrite=overwrite)
+    path = export_model(checkpoint, output, overwrite=overwrite)
     if not quiet:
-        console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        kind = FORMATS[path.suffix.lower()][0]
+        console.print(f"wrote {path} ({kind}, {path.stat().st_size / 1e6:.1f} MB)")

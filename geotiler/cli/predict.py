@@ -45,7 +45,9 @@ def predict(
     ] = None,
     model: Annotated[
         Path | None,
-        typer.Option("--model", "-m", help="Checkpoint (.pt) or ONNX export (default: best.pt)."),
+        typer.Option(
+            "--model", "-m", help="Checkpoint (.pt), TorchScript (.ts) or ONNX (default: best.pt)."
+        ),
     ] = None,
     overlap: Annotated[
         int | None, typer.Option(help="Tile overlap in px, blended (default: a quarter tile).")

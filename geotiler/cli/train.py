@@ -62,7 +62,19 @@ def train(
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader worker processes.")] = None,
     encoder_weights: Annotated[
         Path | None,
-        typer.Option(help="Local torchvision ResNet .pth for the encoder.", dir_okay=False),
+        typer.Option(
+            help="Local pretrained encoder: torchvision/torchgeo ResNet .pth or Hugging Face "
+            "MiT/SegFormer model.safetensors; bands are matched by name (sidecar FILE.yaml).",
+            dir_okay=False,
+        ),
+    ] = None,
+    freeze_encoder: Annotated[
+        int | None,
+        typer.Option(min=0, metavar="EPOCHS", help="Keep the encoder frozen for the first EPOCHS."),
+    ] = None,
+    encoder_lr_scale: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Encoder learning rate = --lr x this (e.g. 0.1)."),
     ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Random seed (same seed, same run on CPU).")
@@ -84,6 +96,8 @@ def train(
 
     Examples: [bold]geotiler train[/] (the default dataset and preset unet-small),
     [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
+    [bold]geotiler train -m segformer-b0 --encoder-weights mit-b0/model.safetensors
+    --freeze-encoder 2 --encoder-lr-scale 0.1[/],
     [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
     [bold]geotiler train --resume work/demo/run --epochs 20[/].
     """
@@ -99,6 +113,7 @@ def train(
         "class_weights": class_weights, "balance": balance, "augment": augment,
         "max_train_tiles": max_train_tiles, "device": device, "workers": workers,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
+        "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
     }  # fmt: skip
     pipeline = load_pipeline(config)
     name = dataset or pipeline.get("dataset")
@@ -161,7 +176,10 @@ class _Display:
 
         if self.quiet:
             return Callbacks()
-        return Callbacks(self._start, self._batch, self._end)
+        return Callbacks(self._start, self._batch, self._end, self._note)
+
+    def _note(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
 
     def _start(self, epoch: int, batches: int) -> None:
         if self.task is not None:

@@ -8,6 +8,8 @@ A checkpoint is one dict of plain values (tensors, dicts, lists, strings, number
 - ``model``: ``{"preset", "architecture", "arguments"}`` (rebuilt by :func:`build_model`)
 - ``bands``, ``band_mean``, ``band_std``: inputs and their normalisation
 - ``classes``: the class table as a plain dict; ``num_classes``; ``nodata``; ``tile_size``
+- ``encoder_weights``: None, or the pretrained file the encoder started from, the bands it was
+  trained on, the normalisation it expects and ``mapping`` (input band -> pretrained band or None)
 - ``settings``: the training settings; ``store``: the store trained on
 - ``epoch`` (epochs completed), ``metrics`` (that epoch's), ``best`` (best epoch and its metrics)
 - ``resume``: optimiser, scheduler, grad-scaler and RNG states, early-stopping counter

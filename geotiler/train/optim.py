@@ -17,7 +17,7 @@ from torch.optim.lr_scheduler import (
 
 from geotiler.train.settings import TrainSettings
 
-OptimizerFactory = Callable[[Iterable[nn.Parameter], TrainSettings], Optimizer]
+OptimizerFactory = Callable[[Iterable[dict[str, Any]], TrainSettings], Optimizer]
 
 OPTIMIZERS: dict[str, OptimizerFactory] = {
     "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay),
@@ -28,8 +28,28 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
 }
 
 
-def build_optimizer(model: nn.Module, settings: TrainSettings) -> Optimizer:
-    return OPTIMIZERS[settings.optimizer](model.parameters(), settings)
+def parameter_groups(
+    model: nn.Module, settings: TrainSettings, encoder: nn.Module | None = None
+) -> list[dict[str, Any]]:
+    """One group, or the rest then the encoder at ``lr x encoder_lr_scale`` (``lr_scale`` key)."""
+    scale = settings.encoder_lr_scale
+    if encoder is None or scale == 1.0:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    inside = {id(p) for p in encoder.parameters()}
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in inside], "lr_scale": 1.0},
+        {"params": [p for p in params if id(p) in inside], "lr": settings.lr * scale,
+         "lr_scale": scale},
+    ]  # fmt: skip
+
+
+def build_optimizer(
+    model: nn.Module, settings: TrainSettings, encoder: nn.Module | None = None
+) -> Optimizer:
+    """The optimiser ``settings.optimizer`` over :func:`parameter_groups`."""
+    groups = parameter_groups(model, settings, encoder)
+    return OPTIMIZERS[settings.optimizer](groups, settings)
 
 
 class Schedule:
@@ -79,6 +99,7 @@ def build_schedule(
     if name == "onecycle" and steps >= 3:
         # Warm up over 20% of the steps, but over at least 1.5 steps so both phases exist.
         warmup = min(0.5, max(0.2, 1.5 / steps))
-        cycle = OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps, pct_start=warmup)
+        peaks = [settings.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+        cycle = OneCycleLR(optimizer, max_lr=peaks, total_steps=steps, pct_start=warmup)
         return Schedule(cycle, per_batch=True)
     return Schedule(None, per_batch=False)

@@ -39,7 +39,13 @@ class TrainSettings(StageSettings):
     device: DeviceName = "auto"
     amp: bool = Field(default=True, description="mixed precision on CUDA")
     seed: int = 0
-    encoder_weights: str | None = Field(default=None, description="local torchvision .pth")
+    encoder_weights: str | None = Field(
+        default=None, description="local pretrained encoder (.pth or .safetensors)"
+    )
+    freeze_encoder: int = Field(default=0, ge=0, description="epochs the encoder stays frozen")
+    encoder_lr_scale: float = Field(
+        default=1.0, gt=0, le=1, description="the encoder's learning rate: lr x this"
+    )
     max_train_tiles: int | None = Field(
         default=None, ge=1, description="tiles drawn per epoch (default: the train split's size)"
     )

@@ -30,6 +30,7 @@ from geotiler.train import distributed
 from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
 from geotiler.train.data import StoreSummary, make_loaders
 from geotiler.train.distributed import Runtime
+from geotiler.train.finetune import EncoderControl
 from geotiler.train.losses import LossContext, build_loss
 from geotiler.train.metrics import Scores, confusion_matrix, save_confusion, scores_for_table
 from geotiler.train.models import Preset, apply_encoder_weights, load_preset
@@ -57,11 +58,13 @@ class EpochReport:
 
 @dataclass
 class Callbacks:
-    """Hooks for progress display: epoch start (epoch, batches), each batch (tiles, loss), end."""
+    """Hooks for progress display: epoch start (epoch, batches), each batch (tiles, loss), end,
+    and notes worth showing once (e.g. how pretrained bands were mapped)."""
 
     on_epoch_start: Callable[[int, int], None] | None = None
     on_batch: Callable[[int, float], None] | None = None
     on_epoch_end: Callable[[EpochReport], None] | None = None
+    on_note: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,15 @@ class _Run:
         self.preset = load_preset(settings.model)
         torch.manual_seed(settings.seed)
         self.net = self.preset.build(len(self.summary.bands), self.summary.num_classes)
+        self.encoder = EncoderControl(self.net, settings, self.preset.name)
+        self.weights: dict[str, Any] | None = (previous or {}).get("encoder_weights")
         if settings.encoder_weights and previous is None:
-            apply_encoder_weights(self.net, settings.encoder_weights)
+            loaded = apply_encoder_weights(
+                self.net, settings.encoder_weights, bands=self.summary.bands
+            )
+            self.weights = loaded.record()
+            if callbacks.on_note and runtime.is_main:
+                callbacks.on_note(loaded.describe())
         if previous is not None:
             _check_same_model(out, previous, self.preset)
             self.net.load_state_dict(previous["state_dict"])
@@ -133,13 +143,9 @@ class _Run:
         self.net.to(runtime.device)
         if cuda:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        self.model: nn.Module = self.net
-        if runtime.distributed:
-            if cuda:
-                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
-            self.model = DistributedDataParallel(
-                self.net, device_ids=[runtime.device] if cuda else None
-            )
+        if runtime.distributed and cuda:
+            self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.net)
+        self.model = self._wrap()
         self.amp = cuda and settings.amp
         self.train_loader, self.val_loader, self.sampler = make_loaders(
             self.summary,
@@ -156,11 +162,18 @@ class _Run:
         weights = self.summary.class_weights if settings.class_weights else None
         ctx = LossContext(self.summary.num_classes, self.summary.nodata, weights)
         self.loss = build_loss(settings.loss, ctx)
-        self.optimizer = build_optimizer(self.model, settings)
+        self.optimizer = build_optimizer(self.net, settings, self.encoder.encoder)
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=self.amp)
         self.state = _State()
         self.schedule = self._restore(previous)
         self.log = RunLog(out, enabled=runtime.is_main, resume_epoch=self.state.epoch)
+
+    def _wrap(self) -> nn.Module:
+        """The module to call: DDP over the trainable parameters of now, or the net itself."""
+        if not self.runtime.distributed:
+            return self.net
+        cuda = self.runtime.device.type == "cuda"
+        return DistributedDataParallel(self.net, device_ids=[self.runtime.device] if cuda else None)
 
     def _restore(self, previous: dict[str, Any] | None) -> Schedule:
         steps = len(self.train_loader)
@@ -179,6 +192,13 @@ class _Run:
         )
         self.scaler.load_state_dict(saved.get("scaler") or {})
         torch.set_rng_state(saved["rng"]["torch"])
+        groups = len((saved.get("optimizer") or {}).get("param_groups") or [])
+        if groups != len(self.optimizer.param_groups):
+            raise InputError(
+                f"{self.out / 'last.pt'}: was trained with encoder_lr_scale "
+                f"{previous['settings'].get('encoder_lr_scale', 1.0)}; resume with the same "
+                "--encoder-lr-scale, or start a new run with -o"
+            )
         if int(previous["settings"]["epochs"]) == epochs:
             # Build first: a new scheduler resets the learning rate the optimiser state restores.
             schedule = build_schedule(
@@ -250,7 +270,10 @@ class _Run:
         )  # fmt: skip
 
     def _train_pass(self, epoch: int) -> tuple[float, int]:
+        if self.encoder.set_epoch(epoch) and self.runtime.distributed:
+            self.model = self._wrap()  # DDP syncs only what required a gradient when wrapped
         self.model.train()
+        self.encoder.train_mode()
         if self.callbacks.on_epoch_start and self.runtime.is_main:
             self.callbacks.on_epoch_start(epoch, len(self.train_loader))
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
@@ -341,6 +364,7 @@ class _Run:
             "num_classes": summary.num_classes,
             "nodata": summary.nodata,
             "tile_size": summary.tile_size,
+            "encoder_weights": self.weights,
             "settings": self.settings.model_dump(mode="json"),
             "store": str(summary.path),
             "epoch": state.epoch,

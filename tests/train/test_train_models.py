@@ -1,4 +1,4 @@
-"""Models: output shapes at odd tile sizes, presets, torchvision-compatible ResNet encoders."""
+"""Models: output shapes at odd tile sizes and any band count, presets, TorchScript."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from geotiler.errors import CatalogError, InputError
-from geotiler.train.models import apply_encoder_weights, available_presets, get_model, load_preset
+from geotiler.errors import CatalogError
+from geotiler.train.models import MODELS, available_presets, encoder_of, get_model, load_preset
 
 REPO_PRESETS = Path(__file__).resolve().parents[2] / "models"
 
@@ -30,6 +30,58 @@ def test_unet_any_depth_keeps_the_tile_size(size: int) -> None:
 def test_resnet_models_keep_a_300_px_tile(name: str) -> None:
     model = get_model(name, in_channels=10, num_classes=13)
     assert _out_shape(model, 10, 300) == (1, 13, 300, 300)
+
+
+NEW_MODELS = [
+    "unetplusplus-resnet34",
+    "segformer-b0",
+    pytest.param("deeplabv3-resnet50", marks=pytest.mark.slow),
+    pytest.param("segformer-b1", marks=pytest.mark.slow),
+    pytest.param("unet-resnet101", marks=pytest.mark.slow),
+    pytest.param("deeplabv3-resnet101", marks=pytest.mark.slow),
+    pytest.param("segformer-b2", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_new_models_take_any_bands_and_keep_odd_tile_sizes(name: str) -> None:
+    # Band count and tile size act on different layers (first convolution vs strides and
+    # padding), so three pairs cover 1, 4 and 13 bands and 300 and 257 px.
+    torch.manual_seed(0)
+    for bands, size in ((1, 300), (4, 257), (13, 257)):
+        model = get_model(name, in_channels=bands, num_classes=7)
+        assert _out_shape(model, bands, size) == (1, 7, size, size), (bands, size)
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if "101" not in n and n != "segformer-b2"])
+def test_every_model_with_an_encoder_names_it(name: str) -> None:
+    model = get_model(name, in_channels=2, num_classes=2)
+    encoder = encoder_of(model)
+    assert (encoder is None) == (name == "unet")
+    if encoder is not None:
+        share = sum(p.numel() for p in encoder.parameters())
+        assert 0 < share < sum(p.numel() for p in model.parameters())
+
+
+def test_unetplusplus_has_the_nested_nodes_of_the_paper() -> None:
+    model = get_model("unetplusplus-resnet34", in_channels=3, num_classes=2)
+    names = {key.split(".")[2] for key in model.state_dict() if key.startswith("decoder.blocks.")}
+    # X(d, l) for 0 <= d <= l <= 3, plus the final upsampling node X(0, 4).
+    nodes = {f"x_{d}_{layer}" for layer in range(4) for d in range(layer + 1)}
+    assert names == nodes | {"x_0_4"}
+    state = model.state_dict()
+    # X(0, 3) sees X(0, 2) (64) upsampled beside X(1..3, 3) and the stride-2 feature (4 x 64).
+    assert state["decoder.blocks.x_0_3.conv1.0.weight"].shape == (32, 64 + 4 * 64, 3, 3)
+    assert state["segmentation_head.0.weight"].shape == (2, 16, 3, 3)
+
+
+@pytest.mark.parametrize("name", ["unetplusplus-resnet34", "segformer-b0", "deeplabv3-resnet50"])
+def test_models_compile_to_torchscript(name: str) -> None:
+    model = get_model(name, in_channels=4, num_classes=3).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 4, 67, 67)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
 
 
 def test_resnet34_decoder_widths_are_configurable() -> None:
@@ -59,77 +111,3 @@ def test_a_preset_with_a_typo_names_the_key(tmp_path: Path) -> None:
     path.write_text("architecture: unet\narguments: {widths: [4, 8]}\ntrian: {lr: 1}\n")
     with pytest.raises(CatalogError, match="trian: unknown key"):
         load_preset(path)
-
-
-def torchvision_resnet18_state(bands: int = 3) -> dict[str, torch.Tensor]:
-    """A state dict with torchvision resnet18's exact keys and shapes (random values)."""
-    state: dict[str, torch.Tensor] = {}
-
-    def bn(prefix: str, channels: int) -> None:
-        state[f"{prefix}.weight"] = torch.rand(channels)
-        state[f"{prefix}.bias"] = torch.rand(channels)
-        state[f"{prefix}.running_mean"] = torch.rand(channels)
-        state[f"{prefix}.running_var"] = torch.rand(channels) + 0.5
-        state[f"{prefix}.num_batches_tracked"] = torch.tensor(7)
-
-    state["conv1.weight"] = torch.randn(64, bands, 7, 7)
-    bn("bn1", 64)
-    inplanes = 64
-    for layer, planes in enumerate([64, 128, 256, 512], start=1):
-        for block in range(2):
-            p = f"layer{layer}.{block}"
-            cin = inplanes if block == 0 else planes
-            state[f"{p}.conv1.weight"] = torch.randn(planes, cin, 3, 3)
-            bn(f"{p}.bn1", planes)
-            state[f"{p}.conv2.weight"] = torch.randn(planes, planes, 3, 3)
-            bn(f"{p}.bn2", planes)
-            if block == 0 and layer > 1:
-                state[f"{p}.downsample.0.weight"] = torch.randn(planes, inplanes, 1, 1)
-                bn(f"{p}.downsample.1", planes)
-        inplanes = planes
-    state["fc.weight"] = torch.randn(1000, 512)
-    state["fc.bias"] = torch.randn(1000)
-    return state
-
-
-def test_torchvision_resnet18_weights_load_strictly(tmp_path: Path) -> None:
-    state = torchvision_resnet18_state()
-    assert len(state) == 122  # torchvision's resnet18 state dict has 122 entries
-    path = tmp_path / "resnet18.pth"
-    torch.save(state, path)
-    model = get_model("unet-resnet18", in_channels=3, num_classes=4)
-    apply_encoder_weights(model, path)
-    loaded = model.encoder.state_dict()  # type: ignore[union-attr]
-    assert set(loaded) == {k for k in state if not k.startswith("fc.")}
-    for key, value in loaded.items():
-        assert torch.equal(value, state[key]), key
-
-
-def test_rgb_filters_are_spread_over_more_bands(tmp_path: Path) -> None:
-    state = torchvision_resnet18_state()
-    torch.save(state, tmp_path / "r18.pth")
-    model = get_model("unet-resnet18", in_channels=10, num_classes=4)
-    apply_encoder_weights(model, tmp_path / "r18.pth")
-    first = model.encoder.conv1.weight.detach()  # type: ignore[union-attr]
-    rgb = state["conv1.weight"]
-    assert first.shape == (64, 10, 7, 7)
-    for band in range(10):
-        torch.testing.assert_close(first[:, band], rgb[:, band % 3] * 0.3)
-    single = get_model("unet-resnet18", in_channels=1, num_classes=4)
-    apply_encoder_weights(single, tmp_path / "r18.pth")
-    torch.testing.assert_close(single.encoder.conv1.weight.detach()[:, 0], rgb.sum(dim=1))  # type: ignore[union-attr]
-
-
-def test_encoder_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
-    torch.save(torchvision_resnet18_state(), tmp_path / "r18.pth")
-    with pytest.raises(InputError, match="does not fit a resnet34 encoder"):
-        apply_encoder_weights(
-            get_model("unet-resnet34", in_channels=3, num_classes=2), tmp_path / "r18.pth"
-        )
-    torch.save(torchvision_resnet18_state(bands=4), tmp_path / "four.pth")
-    with pytest.raises(InputError, match="take 4 bands but the store has 10"):
-        apply_encoder_weights(
-            get_model("unet-resnet18", in_channels=10, num_classes=2), tmp_path / "four.pth"
-        )
-    with pytest.raises(InputError, match="need a model with a ResNet encoder"):
-        apply_encoder_weights(get_model("unet", in_channels=3, num_classes=2), tmp_path / "r18.pth")

@@ -25,11 +25,13 @@ from typing import Any
 import yaml
 from torch import nn
 
-from geotiler.errors import CatalogError, InputError
-from geotiler.train.models.deeplab import DeepLabV3Plus
-from geotiler.train.models.resnet import ResNet, load_encoder_weights
+from geotiler.errors import CatalogError
+from geotiler.train.models.deeplab import DeepLabV3, DeepLabV3Plus
+from geotiler.train.models.segformer import MIT_CONFIGS, SegFormer
 from geotiler.train.models.unet import UNet
 from geotiler.train.models.unet_resnet import UNetResNet
+from geotiler.train.models.unetplusplus import UNetPlusPlus
+from geotiler.train.models.weights import LoadedWeights, apply_encoder_weights
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -38,7 +40,21 @@ MODELS: dict[str, ModelFactory] = {
     "unet-resnet18": partial(UNetResNet, depth=18),
     "unet-resnet34": partial(UNetResNet, depth=34),
     "unet-resnet50": partial(UNetResNet, depth=50),
+    "unet-resnet101": partial(UNetResNet, depth=101),
+    "unetplusplus-resnet34": partial(UNetPlusPlus, depth=34),
+    "deeplabv3-resnet50": partial(DeepLabV3, depth=50),
+    "deeplabv3-resnet101": partial(DeepLabV3, depth=101),
     "deeplabv3plus-resnet50": partial(DeepLabV3Plus, depth=50),
+    **{f"segformer-{size}": partial(SegFormer, **config) for size, config in MIT_CONFIGS.items()},
+}
+
+# Where each architecture keeps its (pretrainable) encoder, for freezing and its own LR.
+ENCODERS: dict[type[nn.Module], str] = {
+    UNetResNet: "encoder",
+    UNetPlusPlus: "encoder",
+    DeepLabV3: "encoder",
+    DeepLabV3Plus: "encoder",
+    SegFormer: "segformer.encoder",
 }
 
 # ./models first (a user's own presets), then the presets packaged with geotiler.
@@ -127,22 +143,19 @@ def _read_preset(path: Path) -> Preset:
     )
 
 
-def apply_encoder_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load torchvision ResNet weights into the model's encoder (InputError when it has none)."""
-    encoder = getattr(model, "encoder", None)
-    if not isinstance(encoder, ResNet):
-        raise InputError(
-            f"{path}: encoder weights need a model with a ResNet encoder "
-            "(e.g. --model unet-resnet34), not this one"
-        )
-    load_encoder_weights(encoder, path)
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The encoder sub-module of ``model`` (None for architectures without one, e.g. unet)."""
+    path = ENCODERS.get(type(model))
+    return None if path is None else model.get_submodule(path)
 
 
 __all__ = [
     "MODELS",
+    "LoadedWeights",
     "Preset",
     "apply_encoder_weights",
     "available_presets",
+    "encoder_of",
     "get_model",
     "load_preset",
 ]

@@ -1,6 +1,8 @@
-"""DeepLabV3+ with a ResNet-50 encoder (output stride 16) and an ASPP head.
+"""DeepLabV3 and DeepLabV3+ on a dilated ResNet encoder (output stride 16) with an ASPP head.
 
-The logits are bilinearly resized to the input, so any tile size works.
+DeepLabV3 classifies the ASPP features directly (no decoder); DeepLabV3+ fuses them with the
+stride-4 features first. The logits are bilinearly resized to the input, so any tile size works.
+The encoder's names are torchvision's, so ImageNet or torchgeo ResNet weights load into it.
 """
 
 from __future__ import annotations
@@ -68,4 +70,27 @@ class DeepLabV3Plus(nn.Module):
             self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False
         )
         logits = self.head(self.fuse(torch.cat([high, low], dim=1)))
+        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class DeepLabV3(nn.Module):
+    """DeepLabV3: ASPP on the stride-16 features, a 3x3 convolution and the 1x1 classifier."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        *,
+        depth: ResNetDepth = 50,
+        aspp_channels: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+    ) -> None:
+        super().__init__()
+        self.encoder = ResNet(depth, in_channels, dilate_last=True)
+        self.aspp = ASPP(self.encoder.channels[-1], aspp_channels, rates)
+        self.fuse = _conv_bn_relu(aspp_channels, aspp_channels, 3)
+        self.head = nn.Conv2d(aspp_channels, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = self.head(self.fuse(self.aspp(self.encoder(x)[-1])))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -1,23 +1,18 @@
-"""ResNet-18/34/50 encoders whose parameter names match torchvision's ``resnet`` models.
+"""ResNet-18/34/50/101 encoders whose parameter names match torchvision's ``resnet`` models.
 
 Matching names (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer2.0.downsample.0`` ...) let
-:func:`load_encoder_weights` load an ImageNet state dict saved by torchvision from a local file
-(``fc`` is ignored). The first convolution takes any number of bands; pretrained RGB filters are
-spread over them (cycled and rescaled by 3/B, so the response to a flat input keeps its scale).
+:mod:`geotiler.train.models.weights` load a state dict saved by torchvision, timm or torchgeo from
+a local file (``fc`` is ignored). The first convolution takes any number of bands; pretrained
+filters are mapped onto them by band name (:mod:`geotiler.train.models.first_conv`).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor, nn
 
-from geotiler.errors import InputError
-
-ResNetDepth = Literal[18, 34, 50]
+ResNetDepth = Literal[18, 34, 50, 101]
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -73,6 +68,7 @@ LAYOUTS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, in
     18: (BasicBlock, (2, 2, 2, 2)),
     34: (BasicBlock, (3, 4, 6, 3)),
     50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
 }
 
 
@@ -80,7 +76,7 @@ class ResNet(nn.Module):
     """A ResNet trunk without ``avgpool``/``fc``; :meth:`forward` returns the five feature maps.
 
     Args:
-        depth: 18, 34 or 50.
+        depth: 18, 34, 50 or 101.
         in_channels: input bands.
         dilate_last: replace the stride of ``layer4`` by dilation (output stride 16, for DeepLab).
     """
@@ -126,53 +122,3 @@ class ResNet(nn.Module):
         c3 = self.layer2(c2)
         c4 = self.layer3(c3)
         return [c1, c2, c3, c4, self.layer4(c4)]
-
-
-def adapt_first_conv(weight: Tensor, bands: int) -> Tensor:
-    """(64, 3, k, k) RGB filters -> (64, bands, k, k): cycle R, G, B (fewer bands: their mean)
-    and rescale by 3/bands so a flat input gives the same response."""
-    if weight.shape[1] == bands:
-        return weight
-    if bands < 3:
-        spread = weight.mean(dim=1, keepdim=True).repeat(1, bands, 1, 1)
-    else:
-        spread = weight[:, [b % 3 for b in range(bands)]]
-    return spread * (3.0 / bands)
-
-
-def load_encoder_weights(encoder: ResNet, path: str | os.PathLike[str]) -> None:
-    """Load a torchvision ``resnet{18,34,50}`` state dict (``fc`` ignored) into ``encoder``."""
-    where = Path(path)
-    if not where.is_file():
-        raise InputError(f"{where}: encoder weights not found (a torchvision resnet .pth file)")
-    try:
-        state = torch.load(where, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise InputError(
-            f"{where}: not a readable PyTorch state dict ({type(exc).__name__})"
-        ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or "conv1.weight" not in state:
-        raise InputError(f"{where}: not a torchvision ResNet state dict (no conv1.weight)")
-    state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-    first = state["conv1.weight"]
-    if first.shape[1] not in (3, encoder.in_channels):
-        raise InputError(
-            f"{where}: encoder weights take {first.shape[1]} bands but the store has "
-            f"{encoder.in_channels}; use RGB (3-band) ImageNet weights or weights for "
-            f"{encoder.in_channels} bands"
-        )
-    state["conv1.weight"] = adapt_first_conv(first, encoder.in_channels)
-    own = encoder.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        detail = (missing or unexpected or wrong)[:3]
-        raise InputError(
-            f"{where}: does not fit a resnet{encoder.depth} encoder ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped keys, e.g. {detail}); "
-            f"pass torchvision resnet{encoder.depth} weights"
-        )
-    encoder.load_state_dict(state, strict=True)

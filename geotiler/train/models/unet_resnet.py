@@ -27,8 +27,6 @@ class UNetResNet(nn.Module):
         decoder_widths: channels of the five decoder stages, deep to shallow.
     """
 
-    stride = 32
-
     def __init__(
         self,
         in_channels: int,
@@ -38,6 +36,7 @@ class UNetResNet(nn.Module):
         decoder_widths: Sequence[int] = (256, 128, 64, 32, 16),
     ) -> None:
         super().__init__()
+        self.stride = 32  # an instance attribute, so TorchScript sees it
         if len(decoder_widths) != 5:
             raise ValueError(f"decoder_widths {list(decoder_widths)}: need 5 stages")
         self.encoder = ResNet(depth, in_channels)

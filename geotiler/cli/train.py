@@ -60,6 +60,13 @@ def train(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader worker processes.")] = None,
+    reader: Annotated[
+        str | None,
+        typer.Option(
+            help="How tiles are read: auto (the fastest available), native, tensorstore, zarrs "
+            "or zarr."
+        ),
+    ] = None,
     encoder_weights: Annotated[
         Path | None,
         typer.Option(
@@ -111,7 +118,7 @@ def train(
         "model": model, "epochs": epochs, "loss": loss, "batch_size": batch_size, "lr": lr,
         "optimizer": optimizer, "scheduler": scheduler, "early_stopping": early_stopping,
         "class_weights": class_weights, "balance": balance, "augment": augment,
-        "max_train_tiles": max_train_tiles, "device": device, "workers": workers,
+        "max_train_tiles": max_train_tiles, "device": device, "workers": workers, "reader": reader,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
         "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
     }  # fmt: skip

@@ -1,6 +1,8 @@
 """Training segmentation models on a tile store (``geotiler train``).
 
-- :mod:`~geotiler.train.data`: the Dataset/sampler over the Zarr store, D4 augmentation
+- :mod:`~geotiler.train.data`: the loaders over the Zarr store (whole batches, read in runs)
+- :mod:`~geotiler.train.batches`: shard-local batch order; :mod:`~geotiler.train.augment`:
+  normalisation and D4 augmentation on the training device
 - :mod:`~geotiler.train.models`: architectures (registry) and YAML presets
 - :mod:`~geotiler.train.losses`, :mod:`~geotiler.train.metrics`: losses and epoch metrics
 - :mod:`~geotiler.train.trainer`: the loop; :mod:`~geotiler.train.checkpoint`: its files

@@ -1,11 +1,18 @@
 """Feeding tiles from the Zarr tile store to PyTorch.
 
-:class:`TileDataset` keeps only the store's path, the tile ids and the band statistics; each
-DataLoader worker opens the store itself on its first item, so nothing opened is shared across a
-fork. Items are ``{"image": float32 (B, S, S) normalised, "mask": int64 (S, S)}``. Training items
-get a random element of the dihedral group D4 (flips and 90-degree rotations), which keeps labels
-correct. :class:`EpochSampler` draws the tiles of an epoch, by the store's sampling weights when
-balancing is on, reproducibly from ``seed + epoch`` and split across DDP ranks.
+The training loaders (:func:`make_loaders`) read whole batches: :class:`EpochSampler` draws the
+tiles of an epoch (by the store's sampling weights when balancing is on, reproducibly from
+``seed + epoch``), :class:`~geotiler.train.batches.ShardBatchSampler` puts them in shard-local
+order and cuts each DDP rank's share into batches, and :class:`TileBatches` reads a batch's tiles
+in a few runs (:meth:`geotiler.tiles.store.TileStore.read_many`) and returns them as stored:
+``{"image": uint8/int16-as-uint16 (N, B, S, S), "mask": uint8 (N, S, S)}``. Normalisation and
+D4 augmentation happen on the training device (:class:`geotiler.train.augment.DeviceBatches`).
+
+:class:`TileDataset` is the per-tile path (an item is one tile, normalised and augmented in the
+worker), kept for code that wants tiles one at a time.
+
+Datasets keep only the store's path; each DataLoader worker opens the store itself on its first
+item, so nothing opened is shared across a fork.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geotiler.errors import InputError
+from geotiler.train.augment import as_tensor
+from geotiler.train.batches import OrderedBatches, ShardBatchSampler
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ class StoreSummary:
     path: Path
     bands: tuple[str, ...]
     tile_size: int
+    shard_tiles: int
+    image_dtype: str
     num_classes: int
     nodata: int | None
     band_mean: tuple[float, ...]
@@ -69,6 +80,8 @@ class StoreSummary:
             path=Path(store.path),
             bands=tuple(store.bands),
             tile_size=int(store.tile_size),
+            shard_tiles=int(store.shard_tiles),
+            image_dtype=str(np.dtype(store.image_dtype)),
             num_classes=int(store.num_classes),
             nodata=store.nodata,
             band_mean=tuple(float(v) for v in store.band_mean),
@@ -169,6 +182,10 @@ class EpochSampler(Sampler[int]):
         perms = [torch.randperm(self.size, generator=generator) for _ in range(repeats)]
         return torch.cat(perms)[: self.num_samples]
 
+    def draw(self) -> np.ndarray:
+        """Every rank's positions for the epoch (what the ranks' slices are taken from)."""
+        return self._draw().numpy()
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._draw()[self.rank :: self.world].tolist())
 
@@ -185,34 +202,84 @@ def balanced_weights(weights: np.ndarray) -> np.ndarray | None:
     return weights
 
 
+class TileBatches(Dataset[dict[str, torch.Tensor]]):
+    """Batches of tiles of the store at ``path``, as stored; an item is a batch of tile ids.
+
+    Args:
+        path: the tile store.
+        reader: the tile reader backend (``auto``: the fastest that reads the store; see
+            :mod:`geotiler.tiles.fastread`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, reader: str = "auto") -> None:
+        self.path = Path(path)
+        self.reader = reader
+        self._store: Any = None
+        self._threads: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None}
+
+    def _open(self) -> Any:
+        if torch.utils.data.get_worker_info() is not None:
+            # A worker is one of several processes: one decoding thread each (Blosc's own
+            # threads would only contend with the other workers for the cores).
+            from numcodecs import blosc
+
+            blosc.use_threads = False
+            self._threads = 1
+        return open_store(self.path)
+
+    def __getitem__(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        if self._store is None:
+            self._store = self._open()
+        images, masks = self._store.read_many(ids, backend=self.reader, threads=self._threads)
+        return {"image": as_tensor(images), "mask": torch.from_numpy(masks)}
+
+
 def make_loaders(
     summary: StoreSummary,
     *,
     batch_size: int,
     workers: int,
-    augment: bool,
     balance: bool,
     seed: int,
     num_samples: int | None = None,
     pin_memory: bool = False,
     rank: int = 0,
     world: int = 1,
-) -> tuple[DataLoader[dict[str, torch.Tensor]], DataLoader[dict[str, torch.Tensor]], EpochSampler]:
-    """Train and validation loaders (validation: each rank its own disjoint slice, in order)."""
-    common: dict[str, Any] = {"mean": summary.band_mean, "std": summary.band_std}
+    reader: str = "auto",
+) -> tuple[
+    DataLoader[dict[str, torch.Tensor]], DataLoader[dict[str, torch.Tensor]], ShardBatchSampler
+]:
+    """Train and validation loaders of raw batches (see the module docstring).
+
+    Training batches are in shard-local order; validation batches are each rank's contiguous
+    share of the validation tiles, in order. Batches are prefetched (two per worker) and, with
+    ``pin_memory``, copied to page-locked memory for fast transfers to the GPU.
+    """
     train_ids = summary.splits["train"]
-    train_set = TileDataset(summary.path, train_ids, augment=augment, **common)
-    val_set = TileDataset(summary.path, summary.splits["val"][rank::world], **common)
     weights = balanced_weights(summary.sampling_weights) if balance else None
-    sampler = EpochSampler(
-        len(train_ids), num_samples=num_samples, weights=weights, seed=seed, rank=rank, world=world
+    draw = EpochSampler(len(train_ids), num_samples=num_samples, weights=weights, seed=seed)
+    sampler = ShardBatchSampler(
+        train_ids,
+        shard_tiles=summary.shard_tiles,
+        batch_size=batch_size,
+        draw=draw,
+        seed=seed,
+        rank=rank,
+        world=world,
     )
+    val = OrderedBatches(summary.splits["val"], batch_size=batch_size, rank=rank, world=world)
     options: dict[str, Any] = {
-        "batch_size": batch_size,
+        "batch_size": None,  # items are whole batches
         "num_workers": workers,
         "pin_memory": pin_memory,
         "persistent_workers": workers > 0,
     }
-    train = DataLoader(train_set, sampler=sampler, **options)
-    val = DataLoader(val_set, shuffle=False, **options)
-    return train, val, sampler
+    dataset = TileBatches(summary.path, reader=reader)
+    return (
+        DataLoader(dataset, sampler=sampler, **options),
+        DataLoader(dataset, sampler=val, **options),
+        sampler,
+    )

@@ -15,6 +15,7 @@ from geotiler.config import StageSettings
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["none", "plateau", "step", "cosine", "onecycle"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+ReaderName = Literal["auto", "native", "tensorstore", "zarrs", "zarr"]
 
 
 class TrainSettings(StageSettings):
@@ -36,6 +37,9 @@ class TrainSettings(StageSettings):
     augment: bool = Field(default=True, description="random flips and 90-degree rotations")
     early_stopping: int = Field(default=0, ge=0, description="epochs without gain; 0 = off")
     workers: int = Field(default=0, ge=0)
+    reader: ReaderName = Field(
+        default="auto", description="how tiles are read (geotiler.tiles.fastread); auto: fastest"
+    )
     device: DeviceName = "auto"
     amp: bool = Field(default=True, description="mixed precision on CUDA")
     seed: int = 0

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from geotiler.errors import InputError, OutputExistsError, TrainingError
 from geotiler.train import data as train_data
 from geotiler.train import distributed
+from geotiler.train.augment import DeviceBatches
 from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
 from geotiler.train.data import StoreSummary, make_loaders
 from geotiler.train.distributed import Runtime
@@ -151,13 +152,19 @@ class _Run:
             self.summary,
             batch_size=settings.batch_size,
             workers=settings.workers,
-            augment=settings.augment,
             balance=settings.balance,
             seed=settings.seed,
             num_samples=settings.max_train_tiles,
             pin_memory=cuda,
             rank=runtime.rank,
             world=runtime.world,
+            reader=settings.reader,
+        )
+        self.device_batches = DeviceBatches(
+            self.summary.band_mean,
+            self.summary.band_std,
+            dtype=self.summary.image_dtype,
+            device=runtime.device,
         )
         weights = self.summary.class_weights if settings.class_weights else None
         ctx = LossContext(self.summary.num_classes, self.summary.nodata, weights)
@@ -278,7 +285,9 @@ class _Run:
             self.callbacks.on_epoch_start(epoch, len(self.train_loader))
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
         for batch in self.train_loader:
-            image, mask = self._to_device(batch)
+            image, mask = self.device_batches(
+                batch["image"], batch["mask"], augment=self.settings.augment
+            )
             with self._autocast():
                 loss = self.loss(self.model(image), mask)
             self._check_finite(loss, epoch)
@@ -306,7 +315,7 @@ class _Run:
         matrix = torch.zeros(k, k, dtype=torch.int64, device=self.runtime.device)
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
         for batch in self.val_loader:
-            image, mask = self._to_device(batch)
+            image, mask = self.device_batches(batch["image"], batch["mask"], augment=False)
             with self._autocast():
                 logits = self.model(image)
             total[0] += self.loss(logits.float(), mask).double() * image.shape[0]
@@ -315,13 +324,6 @@ class _Run:
         distributed.all_sum(self.runtime, matrix)
         distributed.all_sum(self.runtime, total)
         return float(total[0] / total[1].clamp_min(1)), matrix.cpu().numpy()
-
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.runtime.device
-        image = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, batch["mask"].to(device, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.amp:

@@ -1,0 +1,87 @@
+"""Batches on the training device: integer tiles in, normalised and augmented tensors out.
+
+The loader ships tiles as the store keeps them (uint8 or uint16: a quarter or half of float32's
+bytes through the worker pipes, pinned memory and the PCIe bus); :class:`DeviceBatches` moves a
+batch to the device and there converts it to float32, normalises each band with the store's
+statistics and, for training, applies a random element of the dihedral group D4 to each tile
+(``k`` quarter turns, then a left-right mirror; labels stay on their pixels). On a GPU that work
+costs the GPU microseconds instead of the loader's CPU cores milliseconds.
+
+uint16 travels as int16 (the same bits): torch handles uint16 tensors only partially.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    """A batch of tiles as a tensor without conversion (uint16 viewed as int16)."""
+    if images.dtype == np.uint16:
+        return torch.from_numpy(images.view(np.int16))
+    if images.dtype in (np.uint8, np.int8, np.int16, np.int32, np.float16, np.float32):
+        return torch.from_numpy(images)
+    return torch.from_numpy(images.astype(np.float32))
+
+
+def d4_batch(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random D4 element per tile of ``image`` (N, B, S, S) and ``mask`` (N, S, S).
+
+    Draws from torch's global generator (on the CPU), so a seeded run is reproducible.
+    """
+    codes = torch.randint(8, (image.shape[0],))
+    out_image, out_mask = torch.empty_like(image), torch.empty_like(mask)
+    for code in codes.unique().tolist():
+        picked = (codes == code).nonzero().squeeze(1).to(image.device)
+        k, flip = divmod(int(code), 2)
+        part_image = torch.rot90(image.index_select(0, picked), k, (-2, -1))
+        part_mask = torch.rot90(mask.index_select(0, picked), k, (-2, -1))
+        if flip:
+            part_image, part_mask = part_image.flip(-1), part_mask.flip(-1)
+        out_image.index_copy_(0, picked, part_image)
+        out_mask.index_copy_(0, picked, part_mask)
+    return out_image, out_mask
+
+
+class DeviceBatches:
+    """Turns loader batches into the model's input on ``device`` (see the module docstring).
+
+    Args:
+        mean, std: per-band statistics of the store (a zero std is taken as 1).
+        dtype: the store's image dtype (``uint16`` batches arrive as int16).
+        device: where the model is.
+    """
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        dtype: str,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        safe = [s if s > 0 else 1.0 for s in std]
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.inv_std = (1.0 / torch.tensor(safe, dtype=torch.float64)).float()
+        self.inv_std = self.inv_std.to(self.device).view(1, -1, 1, 1)
+        self.unsigned16 = np.dtype(dtype) == np.uint16
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor, *, augment: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 normalised ``image`` (N, B, S, S) and int64 ``mask`` (N, S, S) on the device."""
+        image = image.to(self.device, non_blocking=True)
+        mask = mask.to(self.device, non_blocking=True)
+        if self.unsigned16 and image.dtype == torch.int16:
+            image = image.to(torch.int32).bitwise_and_(0xFFFF)
+        image = (image.to(torch.float32) - self.mean).mul_(self.inv_std)
+        mask = mask.to(torch.int64)
+        if augment:
+            image, mask = d4_batch(image, mask)
+        if self.device.type == "cuda":
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, mask

@@ -38,23 +38,29 @@ Backend = Literal["auto", "tensorstore", "zarrs", "zarr"]
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
 
+Pair = tuple[np.ndarray, np.ndarray]
+
+
 class _Arrays(Protocol):
     size: int
 
-    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Images and masks of tiles ``ids`` (any order, repeats allowed), in that order."""
+    def read(self, ids: np.ndarray, out: Pair | None) -> Pair:
+        """Images and masks of tiles ``ids`` (any order, repeats allowed), in that order, into
+        ``out`` when given."""
         ...
 
 
-def _by_distinct(
-    read: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _by_distinct(read: Callable[[np.ndarray], Pair], ids: np.ndarray, out: Pair | None) -> Pair:
     """``read`` (of sorted, distinct ids) for any ``ids``, put back in their order."""
     distinct, where = np.unique(ids, return_inverse=True)
     images, masks = read(distinct)
-    if len(distinct) == len(ids) and np.array_equal(distinct, ids):
+    if not (len(distinct) == len(ids) and np.array_equal(distinct, ids)):
+        images, masks = images[where], masks[where]
+    if out is None:
         return images, masks
-    return images[where], masks[where]
+    out[0][...] = images
+    out[1][...] = masks
+    return out
 
 
 def runs(ids: np.ndarray) -> list[tuple[int, int]]:
@@ -86,8 +92,8 @@ class _ZarrArrays:
             self.masks = group["masks"]
         self.size = int(self.masks.shape[0])
 
-    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _by_distinct(self._read_distinct, ids)
+    def read(self, ids: np.ndarray, out: Pair | None) -> Pair:
+        return _by_distinct(self._read_distinct, ids, out)
 
     def _read_distinct(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         parts = [(self.images[a:b], self.masks[a:b]) for a, b in runs(ids)]
@@ -116,8 +122,8 @@ class _TensorstoreArrays:
         self.masks = open_array("masks")
         self.size = int(self.masks.shape[0])
 
-    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _by_distinct(self._read_distinct, ids)
+    def read(self, ids: np.ndarray, out: Pair | None) -> Pair:
+        return _by_distinct(self._read_distinct, ids, out)
 
     def _read_distinct(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         images = self.images[ids].read()
@@ -190,11 +196,15 @@ class BatchReader:
             break
         log.debug("reading %s through %s", self.path, self.backend)
 
-    def read(self, ids: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Images ``(n, B, S, S)`` and masks ``(n, S, S)`` of tiles ``ids``, in that order."""
+    def read(self, ids: np.ndarray | list[int], *, out: Pair | None = None) -> Pair:
+        """Images ``(n, B, S, S)`` and masks ``(n, S, S)`` of tiles ``ids``, in that order.
+
+        ``out``: arrays of those shapes and the store's dtypes to fill (e.g. in shared memory,
+        so that a DataLoader worker's batch reaches the training process without a copy).
+        """
         wanted = np.asarray(ids, dtype=np.int64)
         if len(wanted) and (wanted.min() < 0 or wanted.max() >= self._arrays.size):
             raise IndexError(
                 f"tile ids {wanted.min()}..{wanted.max()} out of range 0..{self._arrays.size - 1}"
             )
-        return self._arrays.read(wanted)
+        return self._arrays.read(wanted, out)

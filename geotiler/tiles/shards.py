@@ -125,13 +125,28 @@ class ShardedArrays:
             raise UnsupportedLayout("images and masks hold different numbers of tiles")
         self.size = self.masks.shape[0]
 
-    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, ids: np.ndarray, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Images and masks of tiles ``ids`` (any order, repeats allowed), in that order.
 
-        Each tile is decoded straight into its place in the output: no copy after decoding.
+        Each tile is decoded straight into its place in the output (``out`` when given, C
+        contiguous): no copy after decoding.
         """
-        images = np.empty((len(ids), *self.images.shape[1:]), self.images.dtype)
-        masks = np.empty((len(ids), *self.masks.shape[1:]), self.masks.dtype)
+        if out is None:
+            out = (
+                np.empty((len(ids), *self.images.shape[1:]), self.images.dtype),
+                np.empty((len(ids), *self.masks.shape[1:]), self.masks.dtype),
+            )
+        images, masks = out
+        for array, given in ((self.images, images), (self.masks, masks)):
+            if given.shape != (len(ids), *array.shape[1:]) or given.dtype != array.dtype:
+                raise ValueError(
+                    f"out arrays must be {(len(ids), *array.shape[1:])} {array.dtype}, "
+                    f"not {given.shape} {given.dtype}"
+                )
+            if not given.flags.c_contiguous:
+                raise ValueError("out arrays must be C contiguous")
         order = np.argsort(ids, kind="stable")
         ordered = ids[order]
         for start, stop in _shard_runs(ordered, self.images.shard_tiles, self.masks.shard_tiles):

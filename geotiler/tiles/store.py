@@ -270,17 +270,23 @@ class TileStore:
         return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
 
     def read_many(
-        self, ids: np.ndarray | list[int], *, backend: str = "auto", threads: int | None = None
+        self,
+        ids: np.ndarray | list[int],
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Tiles ``ids`` (any order, repeats allowed) at once: images ``(n, B, S, S)``, masks.
 
         The same tiles as :meth:`read`, read in runs through ``backend`` (see
-        :mod:`geotiler.tiles.fastread`) with ``threads`` decoding threads (None: its default).
+        :mod:`geotiler.tiles.fastread`) with ``threads`` decoding threads (None: its default),
+        into ``out`` when given.
         """
         key = (backend, threads)
         if key not in self._readers:
             self._readers[key] = BatchReader(self.path, backend=backend, threads=threads)
-        return self._readers[key].read(ids)
+        return self._readers[key].read(ids, out=out)
 
     @cached_property
     def index(self) -> pd.DataFrame:

@@ -8,6 +8,12 @@ statistics and, for training, applies a random element of the dihedral group D4 
 costs the GPU microseconds instead of the loader's CPU cores milliseconds.
 
 uint16 travels as int16 (the same bits): torch handles uint16 tensors only partially.
+
+On the CPU the same work is done a tile at a time with NumPy (read strided through the D4 view,
+converted, normalised into place): a whole batch of float32 is ~58 MB, above glibc's largest
+``mmap`` threshold, so batch-sized temporaries would each be fresh pages, faulted in one by one
+(that cost ~10 ms a tile). The CPU path writes into one output buffer kept between calls: a
+returned image is valid until the next call, which is how a training loop uses it.
 """
 
 from __future__ import annotations
@@ -27,12 +33,20 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.astype(np.float32))
 
 
-def d4_batch(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random D4 element per tile of ``image`` (N, B, S, S) and ``mask`` (N, S, S).
+def draw_d4(count: int) -> torch.Tensor:
+    """A random D4 element per tile: ``code = 2 * quarter_turns + mirror`` (torch's generator)."""
+    return torch.randint(8, (count,))
 
-    Draws from torch's global generator (on the CPU), so a seeded run is reproducible.
+
+def d4_batch(
+    image: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D4 element ``codes[i]`` (random when None) applied to tile ``i`` of ``image`` and ``mask``.
+
+    ``image`` is (N, B, S, S), ``mask`` (N, S, S); the codes come from :func:`draw_d4`, which
+    draws from torch's global generator (on the CPU), so a seeded run is reproducible.
     """
-    codes = torch.randint(8, (image.shape[0],))
+    codes = draw_d4(image.shape[0]) if codes is None else codes
     out_image, out_mask = torch.empty_like(image), torch.empty_like(mask)
     for code in codes.unique().tolist():
         picked = (codes == code).nonzero().squeeze(1).to(image.device)
@@ -69,19 +83,47 @@ class DeviceBatches:
         self.inv_std = (1.0 / torch.tensor(safe, dtype=torch.float64)).float()
         self.inv_std = self.inv_std.to(self.device).view(1, -1, 1, 1)
         self.unsigned16 = np.dtype(dtype) == np.uint16
+        self._out: torch.Tensor | None = None  # the CPU path's output, reused
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, *, augment: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Float32 normalised ``image`` (N, B, S, S) and int64 ``mask`` (N, S, S) on the device."""
+        codes = draw_d4(image.shape[0]) if augment else None
+        if self.device.type == "cpu":
+            return self._on_cpu(image, mask, codes)
         image = image.to(self.device, non_blocking=True)
         mask = mask.to(self.device, non_blocking=True)
         if self.unsigned16 and image.dtype == torch.int16:
             image = image.to(torch.int32).bitwise_and_(0xFFFF)
         image = (image.to(torch.float32) - self.mean).mul_(self.inv_std)
         mask = mask.to(torch.int64)
-        if augment:
-            image, mask = d4_batch(image, mask)
+        if codes is not None:
+            image, mask = d4_batch(image, mask, codes)
         if self.device.type == "cuda":
             image = image.contiguous(memory_format=torch.channels_last)
         return image, mask
+
+    def _on_cpu(
+        self, image: torch.Tensor, mask: torch.Tensor, codes: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels = image.numpy()
+        if self.unsigned16 and pixels.dtype == np.int16:
+            pixels = pixels.view(np.uint16)
+        if self._out is None or self._out.shape != image.shape:
+            self._out = torch.empty(image.shape, dtype=torch.float32)
+        out, labels = self._out.numpy(), mask.numpy()
+        out_mask = torch.empty(mask.shape, dtype=torch.int64)
+        mean = self.mean[0].numpy()
+        inv_std = self.inv_std[0].numpy()
+        for k in range(len(pixels)):
+            tile, label = pixels[k], labels[k]
+            if codes is not None:
+                turns, mirror = divmod(int(codes[k]), 2)
+                tile, label = np.rot90(tile, turns, (-2, -1)), np.rot90(label, turns, (-2, -1))
+                if mirror:
+                    tile, label = tile[..., ::-1], label[..., ::-1]
+            np.subtract(tile, mean, out=out[k], dtype=np.float32)
+            np.multiply(out[k], inv_std, out=out[k])
+            out_mask[k].numpy()[...] = label
+        return self._out, out_mask

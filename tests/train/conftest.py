@@ -76,10 +76,18 @@ class FakeStore:
         return self._images[i].copy(), self._masks[i].copy()
 
     def read_many(
-        self, ids: np.ndarray, *, backend: str = "auto", threads: int | None = None
+        self,
+        ids: np.ndarray,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64)
-        return self._images[ids].copy(), self._masks[ids].copy()
+        if out is None:
+            return self._images[ids].copy(), self._masks[ids].copy()
+        out[0][...], out[1][...] = self._images[ids], self._masks[ids]
+        return out
 
 
 def make_fake_store(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -11,7 +11,9 @@ from rich.table import Table
 from geotiler.cli import app
 from geotiler.cli.console import console
 from geotiler.cli.options import QuietOption
-from geotiler.info import RasterInfo, raster_info
+
+if TYPE_CHECKING:
+    from geotiler.info import RasterInfo
 
 
 @app.command()
@@ -35,6 +37,8 @@ def info(
             console.print(f"[bold]{path}[/]: {len(store)} tiles, {store.describe()}")
             print_store_summary(store.attrs)
         return
+    from geotiler.info import raster_info
+
     details = raster_info(path, sample_px=sample_px)
     if not quiet:
         _print_raster(details)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from geotiler.catalog import Catalog
+if TYPE_CHECKING:  # pydantic and yaml load when a command runs, not for --help
+    from geotiler.catalog import Catalog
+    from geotiler.config import StageSettings
+
+Settings = TypeVar("Settings", bound="StageSettings")
 
 CatalogOption = Annotated[
     Path | None,
@@ -43,4 +48,20 @@ SchedulerOption = Annotated[
 
 
 def load_catalog(path: Path | None) -> Catalog:
+    from geotiler.catalog import Catalog
+
     return Catalog.load(path)
+
+
+def load_pipeline(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """:func:`geotiler.config.load_pipeline`, imported when called."""
+    from geotiler.config import load_pipeline as load
+
+    return load(path)
+
+
+def resolve_settings(model: type[Settings], **options: Any) -> Settings:
+    """:func:`geotiler.config.resolve_settings`, imported when called."""
+    from geotiler.config import resolve_settings as resolve
+
+    return resolve(model, **options)

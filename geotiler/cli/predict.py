@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from geotiler.catalog import Catalog
 from geotiler.cli import app
 from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
@@ -19,9 +18,13 @@ from geotiler.cli.options import (
     OverwriteOption,
     QuietOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
-from geotiler.predict import PredictResult, PredictSettings
+
+if TYPE_CHECKING:
+    from geotiler.catalog import Catalog
+    from geotiler.predict import PredictResult
 
 
 @app.command()
@@ -100,6 +103,8 @@ def predict(
     Examples: [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/],
     [bold]geotiler predict images/ -o maps/ --model run/best.pt[/]
     """
+    from geotiler.predict import PredictSettings
+
     cat = load_catalog(catalog)
     settings = resolve_settings(
         PredictSettings,

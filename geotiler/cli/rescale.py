@@ -18,8 +18,9 @@ from geotiler.cli.options import (
     QuietOption,
     SchedulerOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
 from geotiler.errors import CatalogError
 
 if TYPE_CHECKING:

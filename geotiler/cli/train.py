@@ -19,8 +19,9 @@ from geotiler.cli.options import (
     OverwriteOption,
     QuietOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
 
 
 @app.command()

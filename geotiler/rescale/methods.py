@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -30,6 +31,7 @@ from rasterio.windows import Window
 from geotiler.grid import Grid
 from geotiler.io import open_raster
 from geotiler.rescale.rawstrips import RawStrips
+from geotiler.rescale.smallmode import SMALL_PX, numpy_mode
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,9 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
 
     The window is read and reduced a few rows at a time (about ``CHUNK_BYTES``, whole source
     blocks: a tiled source's blocks are decoded once), so the kernel finds them still in cache.
+    A small mask is reduced in NumPy (:mod:`geotiler.rescale.smallmode`): loading numba would
+    cost more than the work.
     """
-    from geotiler.rescale.kernels import (  # numba: lazily
-        PACKED_MAX_FACTOR,
-        mode_kernel,
-        packed_mode_kernel,
-    )
-
     factor = plan.factor or 1
     rows, cols = plan.source_shape
     left = plan.col_off + unit.col_start * factor
@@ -118,7 +116,7 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     row_bytes = factor * max(c1 - c0, 1) * np.dtype(plan.dtype).itemsize
     whole_blocks = math.lcm(plan.block_rows, factor) // factor  # output rows per block row
     step = -(-max(1, CHUNK_BYTES // row_bytes) // whole_blocks) * whole_blocks
-    packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
+    kernels = None if rows * cols <= SMALL_PX else _Kernels(factor)
     buffers = _pool(plan.token)
     src = buffers.take(min(step, len(out)) * factor, c1 - c0, plan.dtype)
     try:
@@ -132,12 +130,33 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
                 if len(band) and not (raw is not None and raw.read(r0, c0, band)):
                     dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=band)
                 args = (plan.nodata, plan.has_nodata, plan.weights, out[i : i + step], hist)
-                if packed is None or not packed(band, top - r0, left - c0, *args):
-                    packed = None  # a 17th value: the general kernel from here on
-                    mode_kernel(band, top - r0, left - c0, factor, *args)
+                if kernels is None and numpy_mode(band, top - r0, left - c0, factor, *args):
+                    continue
+                kernels = kernels or _Kernels(factor)
+                kernels(band, top - r0, left - c0, *args)
     finally:
         buffers.give(src)
     return UnitResult(unit, out, hist)
+
+
+class _Kernels:
+    """The numba kernels for one factor: the packed one while it can, then the general one."""
+
+    def __init__(self, factor: int) -> None:
+        from geotiler.rescale.kernels import (  # numba: lazily
+            PACKED_MAX_FACTOR,
+            mode_kernel,
+            packed_mode_kernel,
+        )
+
+        self.factor = factor
+        self.general = mode_kernel
+        self.packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
+
+    def __call__(self, band: np.ndarray, row0: int, col0: int, *args: Any) -> None:
+        if self.packed is None or not self.packed(band, row0, col0, *args):
+            self.packed = None  # a 17th value: the general kernel from here on
+            self.general(band, row0, col0, self.factor, *args)
 
 
 def exact_near(plan: Plan, unit: Unit) -> UnitResult:

@@ -17,9 +17,9 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html import escape  # not xml.sax.saxutils: it imports urllib, http and ssl (0.1 s)
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
@@ -165,7 +165,7 @@ def _full_colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:
 
 def _write_category_names(path: Path, names: list[str], *, band: int) -> None:
     # GDAL keeps category names in the PAM sidecar for GeoTIFF; QGIS shows them as the legend.
-    categories = "".join(f"<Category>{escape(name)}</Category>" for name in names)
+    categories = "".join(f"<Category>{escape(name, quote=False)}</Category>" for name in names)
     sidecar = path.with_name(path.name + ".aux.xml")
     sidecar.write_text(
         f'<PAMDataset><PAMRasterBand band="{band}"><CategoryNames>{categories}'

@@ -51,6 +51,11 @@ def test_a_small_rescale_needs_no_dask_numba_or_torch(
     assert not loaded & {"dask", "distributed", "torch", "numba", "zarr"}
 
 
+def test_scoring_maps_needs_no_torch(tmp_path: Path) -> None:
+    code = "import geotiler.evaluate, geotiler.evaluate_many, geotiler.train.metrics"
+    assert "torch" not in _imported_after(code, tmp_path)
+
+
 def test_numpy_mode_equals_the_numba_kernel() -> None:
     rng = np.random.default_rng(0)
     for trial in range(200):

@@ -12,7 +12,8 @@ from across the store.
 
 The epoch's tiles are exactly the drawn ones, each as often as drawn, so weighted sampling keeps
 its expectation; only their order is local. DDP ranks take contiguous, equal-sized spans of the
-order (each reads its own shards); :class:`ShardBatchSampler` yields each rank's batches.
+order (each reads its own shards; the last span is padded with the first tiles so that every
+rank runs the same number of steps); :class:`ShardBatchSampler` yields each rank's batches.
 """
 
 from __future__ import annotations
@@ -144,7 +145,16 @@ class ShardBatchSampler(Sampler[np.ndarray]):
         order = shard_local_order(
             ids, self.shard_tiles, piece=self.piece, rng=rng, buffer_shards=self.buffer_shards
         )
-        return order[rank_span(len(order), self.rank, self.world)]
+        share = self._share(len(order))
+        if share * self.world > len(order):
+            # Every DDP rank must run as many steps: pad with the epoch's first tiles, as
+            # torch's DistributedSampler does.
+            order = np.concatenate([order, order[: share * self.world - len(order)]])
+        return order[self.rank * share : (self.rank + 1) * share]
+
+    def _share(self, count: int) -> int:
+        """Tiles each rank gets: all ranks the same number (the last ones padded)."""
+        return -(-count // self.world)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         ids = self.epoch_ids()
@@ -152,8 +162,7 @@ class ShardBatchSampler(Sampler[np.ndarray]):
             yield ids[start : start + self.batch_size]
 
     def __len__(self) -> int:
-        span = rank_span(self.draw.num_samples, self.rank, self.world)
-        return -(-(span.stop - span.start) // self.batch_size)
+        return -(-self._share(self.draw.num_samples) // self.batch_size)
 
 
 class OrderedBatches(Sampler[np.ndarray]):

@@ -76,7 +76,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--size", type=int, help="also rescale a SIZE x SIZE mask")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="geotiler-startup-"))
+    with tempfile.TemporaryDirectory(prefix="geotiler-startup-") as tmp:
+        measure_all(Path(tmp), args.repeat, args.size)
+
+
+def measure_all(folder: Path, repeat: int, size: int | None) -> None:
+    """The table and the import lists (see the module docstring), working in ``folder``."""
     small = make_mask(folder / "mask_2000.tif", 2000)
     paths: dict[str, list[str]] = {
         "geotiler --help": ["--help"],
@@ -90,19 +95,19 @@ def main() -> None:
             "-o", str(folder / "n.tif"), "--overwrite", "-q",
         ],
     }  # fmt: skip
-    if args.size:
-        big = make_mask(folder / f"mask_{args.size}.tif", args.size)
-        paths[f"geotiler rescale {args.size}² --method mode"] = [
+    if size:
+        big = make_mask(folder / f"mask_{size}.tif", size)
+        paths[f"geotiler rescale {size}² --method mode"] = [
             "rescale", str(big), "--factor", "10", "-o", str(folder / "b.tif"), "--overwrite",
             "-q",
         ]  # fmt: skip
-    baseline = [run([sys.executable, "-c", "pass"]) for _ in range(args.repeat)]
+    baseline = [run([sys.executable, "-c", "pass"]) for _ in range(repeat)]
     base_wall = statistics.median(r[0] for r in baseline)
     base_cpu = statistics.median(r[1] for r in baseline)
     print(f"python -c pass: {base_wall:.2f} s wall, {base_cpu:.2f} s CPU (medians)\n")
     print(f"{'command':<40} {'wall s':>7} {'CPU s':>6}  heavy imports")
     for name, argv in paths.items():
-        runs = [run([sys.executable, "-c", PROBE.format(args=argv)]) for _ in range(args.repeat)]
+        runs = [run([sys.executable, "-c", PROBE.format(args=argv)]) for _ in range(repeat)]
         wall = statistics.median(r[0] for r in runs)
         cpu = statistics.median(r[1] for r in runs)
         loaded = next(json.loads(x[7:]) for x in runs[0][2].splitlines() if x.startswith("LOADED="))

@@ -29,6 +29,7 @@ from geotiler.catalog import Catalog, ClassTable
 from geotiler.errors import GeotilerError, InputError, RasterError
 from geotiler.grid import Grid
 from geotiler.parallel import use_scheduler
+from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.classes import resolve_classes
 from geotiler.tiles.cut import TileArrays, TileBatch, cut_unit, empty_batch
 from geotiler.tiles.decisions import decide
@@ -49,7 +50,6 @@ from geotiler.tiles.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-ProgressFactory = Callable[[str, int, str], contextlib.AbstractContextManager[Progress]]
 # Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it.
 MAX_SHARD_BYTES = 64 * 2**20
 CHIP_SHARD_TILES = 256
@@ -57,11 +57,6 @@ UNIT_TILE_BYTES = 128 * 2**20
 """Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
 UNITS_AHEAD = 2
 PIECE_COLS = 2048
-
-
-@contextlib.contextmanager
-def _no_progress(_: str, __: int, ___: str) -> Iterator[Progress]:
-    yield lambda _n: None
 
 
 @dataclass(frozen=True)
@@ -150,7 +145,7 @@ def run_tile(
     unpaired: Unpaired = "error",
     output: str | PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     command: str | None = None,
 ) -> TileStore:
     """The tile stage, as the CLI and the pipeline run it (see the module docstring)."""

@@ -28,9 +28,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as exc:
         raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {device}: no CUDA device is available here (torch {torch.__version__}); "
+            "use --device cpu or auto"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use --device cuda:0 or auto"
+        )
+    return chosen
 
 
 class _Normalised:
@@ -101,10 +112,18 @@ class OnnxPredictor(_Normalised):
 
 
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto"
+    path: str | os.PathLike[str], *, device: str = "auto", allow_unfinished: bool = False
 ) -> TorchPredictor | OnnxPredictor:
-    """A predictor from a checkpoint (``.pt``) or an ONNX export (``.onnx``)."""
+    """A predictor from a checkpoint (``.pt``) or an ONNX export (``.onnx``).
+
+    A checkpoint of a run that did not finish (its ``run.json`` says so) is refused unless
+    ``allow_unfinished``.
+    """
     where = Path(path)
+    if not allow_unfinished:
+        from geotiler.train.run_state import check_finished
+
+        check_finished(where)
     if where.suffix == ".onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")
@@ -127,7 +146,7 @@ def export_onnx(
     tile = int(meta.get("tile_size") or 256)
     example = torch.zeros(2, len(meta["bands"]), tile, tile)
     dynamic = torch.export.Dim.DYNAMIC
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         program = torch.onnx.export(
             model,
             (example,),

@@ -36,6 +36,8 @@ from geotiler.io import (
     open_raster,
     write_class_metadata,
 )
+from geotiler.limits import check_predict_memory
+from geotiler.outputs import check_distinct, output_tag
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +147,17 @@ def predict_scene(
     """
     started = time.perf_counter()
     chosen = _chosen_classes(classes, class_ids, predictor.num_classes)
+    check_distinct({"-o": output, "--confidence": confidence, "--probabilities": probabilities})
     for path in (output, confidence, probabilities):
         if path is not None:
-            check_output(path, overwrite=overwrite)
+            check_output(path, overwrite=overwrite, kind="geotiff", inputs=[scene])
     with open_raster(scene) as dataset:
         grid = Grid.from_dataset(dataset)
         _check_bands(dataset, predictor)
+        check_predict_memory(
+            dataset.name, cols=grid.cols, bands=dataset.count, classes=predictor.num_classes,
+            tile_px=predictor.tile_size, batch=batch_size, tta=tta,
+        )  # fmt: skip
         outputs = _Outputs(grid, classes, chosen, output, confidence, probabilities, cog, overwrite)
         with outputs:
             engine = _Engine(dataset, predictor, chosen, overlap_px, batch_size, tta, outputs)
@@ -315,9 +322,12 @@ class _Outputs:
         for key, target in self.targets.items():
             if target is None:
                 continue
-            temporary = self._stack.enter_context(atomic_output(target, overwrite=self.overwrite))
+            temporary = self._stack.enter_context(
+                atomic_output(target, overwrite=self.overwrite, kind="geotiff")
+            )
             self.paths[key] = temporary
             self.files[key] = rasterio.open(temporary, "w", **self._profile(key))
+            self.files[key].update_tags(**output_tag(f"predict {key}"))
         return self
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:

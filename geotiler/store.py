@@ -12,7 +12,6 @@ interrupted run resumes at the first tile not yet in a shard. ``complete: true``
 
 from __future__ import annotations
 
-import shutil
 from functools import cached_property
 from os import PathLike
 from pathlib import Path
@@ -29,6 +28,8 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import OutputExistsError, StoreError
 from geotiler.filters import TileIndex
 from geotiler.grid import Grid
+from geotiler.outputs import clear
+from geotiler.store_verify import incomplete_message, unreadable_tile, verify_on_open
 from geotiler.tiling import TileBatch
 
 ATTRS_KEY = "geotiler"
@@ -106,7 +107,7 @@ class StoreWriter:
                 return cls(target, group, {**old, **fresh})
             if not overwrite:
                 raise _refusal(target, old, meta)
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            clear(target, "store")  # only a geotiler store, holding nothing else
         return cls._create(target, meta, capacity)
 
     @classmethod
@@ -249,7 +250,7 @@ class StoreWriter:
 def _refusal(target: Path, old: dict[str, Any] | None, meta: dict[str, Any]) -> Exception:
     if old is None:
         return OutputExistsError(
-            f"{target}: exists and is not a geotiler tile store; pass --overwrite"
+            f"{target}: exists and is not a geotiler tile store; choose another -o"
         )
     if old.get("complete"):
         return OutputExistsError(
@@ -277,11 +278,7 @@ def check_store(path: str | PathLike[str], *, written_only: bool = False) -> dic
         raise StoreError(f"{where}: not a geotiler tile store (no '{ATTRS_KEY}' attrs)")
     progress = meta.get("progress", {})
     if not meta.get("complete") and not (written_only and progress.get("done")):
-        command = meta.get("command") or "geotiler tile ..."
-        raise StoreError(
-            f"{where}: incomplete tile store ({progress.get('tiles_written', 0)} tiles written); "
-            f"re-run `{command}` with the same inputs to finish it (it resumes)"
-        )
+        raise StoreError(incomplete_message(where, meta))
     return meta
 
 
@@ -333,7 +330,7 @@ class TileStore:
             StoreError: missing, not a geotiler tile store, or incomplete.
         """
         where = Path(path)
-        check_store(where)
+        verify_on_open(where, check_store(where))
         return cls(where)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -446,7 +443,10 @@ class TileStore:
         """Tile ``i``: image ``(B, S, S)`` in the scene dtype and mask ``(S, S)`` uint8."""
         if not 0 <= i < len(self):
             raise IndexError(f"tile {i} out of range 0..{len(self) - 1}")
-        return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        try:
+            return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        except Exception as exc:  # zarr and its codecs raise several kinds on damaged bytes
+            raise unreadable_tile(self.path, self._meta, i, exc) from exc
 
     @cached_property
     def index(self) -> pd.DataFrame:

@@ -21,6 +21,7 @@ from geotiler.errors import InputError
 from geotiler.filters import FilterSpec, TileIndex, apply_filters
 from geotiler.footprints import read_area, touching, write_index
 from geotiler.grid import Grid
+from geotiler.outputs import writes
 from geotiler.splits import (
     SPLIT_NAMES,
     SplitSpec,
@@ -192,6 +193,7 @@ def summarize(index: TileIndex, classes: ClassTable, decisions: Decisions) -> di
     }
 
 
+@writes("path", "store", keep=True)
 def refilter(path: str | PathLike[str], settings: DecisionSettings) -> TileStore:
     """Re-decide filters, splits and balancing of a store from its index (no raster is read).
 

@@ -32,6 +32,8 @@ from geotiler.filters import parse_filter
 from geotiler.footprints import read_area, touching
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, require_single_band_integer
+from geotiler.limits import check_tile_memory
+from geotiler.outputs import writes
 from geotiler.parallel import use_scheduler
 from geotiler.splits import SPLIT_NAMES, parse_split
 from geotiler.store import StoreWriter, TileStore, load_index
@@ -124,6 +126,11 @@ class TileInputs:
     clouds: dict[str, Path] = field(default_factory=dict)
     bands: tuple[str, ...] = ()
 
+    def files(self, settings: TileSettings | None = None) -> list[str | Path]:
+        """Every file the tiling reads (an output must be none of them)."""
+        areas = [settings.aoi, *settings.split_aoi.values()] if settings else []
+        return [*self.scenes.values(), self.mask, *self.clouds.values(), *filter(None, areas)]
+
 
 @dataclass(frozen=True)
 class _Scenes:
@@ -136,6 +143,7 @@ class _Scenes:
     bands: tuple[str, ...]
 
 
+@writes("output", "store", keep=True, inputs=lambda a: a["inputs"].files(a["settings"]))
 def make_tiles(
     inputs: TileInputs,
     output: str | PathLike[str],
@@ -152,6 +160,11 @@ def make_tiles(
         InputError: band counts or dtypes differ, or no tile is left after filtering.
     """
     scenes = _check_inputs(inputs)
+    check_tile_memory(
+        str(next(iter(inputs.scenes.values()))), rows=scenes.grid.rows, cols=scenes.grid.cols,
+        bands=scenes.count, itemsize=np.dtype(scenes.dtype).itemsize, size_px=settings.size,
+        fixed=(UNITS_AHEAD + 1) * UNIT_TILE_BYTES + 3 * MAX_SHARD_BYTES,
+    )  # fmt: skip
     layout = TileLayout(scenes.grid, settings.size, settings.stride)
     active = _active_positions(layout, settings.aoi)
     sources = [_sources(inputs, name, scenes, settings) for name in inputs.scenes]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from geotiler.catalog import Catalog, ClassInfo, ClassTable, describe_validation_error
 from geotiler.errors import CatalogError, InputError
 from geotiler.grid import Grid
-from geotiler.io import block_layout, open_raster, read_class_table
+from geotiler.io import block_layout, open_raster, read_class_table, require_single_band_integer
 
 if TYPE_CHECKING:
     from geotiler.tile import TileInputs
@@ -49,6 +49,7 @@ def load_class_table(spec: str, catalog: Catalog | None) -> ClassTable:
 def classes_of_mask(mask: str | PathLike[str], nodata: int | None) -> ClassTable:
     """The mask's own class table (colour table and names), else one from its values."""
     with open_raster(mask) as dataset:
+        require_single_band_integer(dataset, purpose="the mask")
         table = read_class_table(dataset)
         mask_nodata = None if dataset.nodata is None else int(dataset.nodata)
     if table is not None:

@@ -3,7 +3,9 @@
 ``SIGTERM`` (what ``kill``, schedulers and containers send) is turned into ``KeyboardInterrupt``
 like Ctrl-C, so the same clean-up runs for both: temporary outputs are removed, locks released,
 and a training run records where it stopped. :func:`deferred` holds both signals back while a
-group of files that belong together is written, and raises them once it is complete.
+group of files that belong together is written, and raises them once it is complete;
+:func:`graceful` turns the first signal into a request the caller honours at its next safe point
+(a second one stops at once).
 """
 
 from __future__ import annotations
@@ -32,18 +34,44 @@ def install() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+class StopRequest:
+    """Set by the first SIGINT/SIGTERM inside :func:`graceful`; :meth:`check` at safe points."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a stop was asked for (call where stopping is safe)."""
+        if self.signal is not None:
+            raise KeyboardInterrupt(signal.Signals(self.signal).name)
+
+
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt inside the block (main thread only; restored after)."""
+def graceful() -> Iterator[StopRequest]:
+    """The first SIGINT/SIGTERM only asks to stop (see :class:`StopRequest`); a second one
+    raises KeyboardInterrupt at once. Outside the main thread nothing is installed."""
+    request = StopRequest()
     if not _main_thread():
-        yield
+        yield request
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, _interrupt)
+
+    def ask(signum: int, frame: FrameType | None) -> None:
+        if request.signal is not None:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        request.signal = signum
+
+    previous: dict[int, Any] = {int(sig): signal.getsignal(sig) for sig in SIGNALS}
+    for sig in SIGNALS:
+        signal.signal(sig, ask)
     try:
-        yield
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -60,7 +88,7 @@ def deferred() -> Iterator[None]:
     def hold(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
-    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    previous: dict[int, Any] = {int(sig): signal.getsignal(sig) for sig in SIGNALS}
     for sig in SIGNALS:
         signal.signal(sig, hold)
     try:

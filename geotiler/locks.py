@@ -104,11 +104,12 @@ def unwritable(folder: Path, exc: OSError) -> RasterError:
     )
 
 
-def sweep_partials(folder: Path) -> list[Path]:
+def sweep_partials(folder: Path, *, held: Path | None = None) -> list[Path]:
     """Remove temporary outputs in ``folder`` left by writers that are gone; returns them.
 
     Only names geotiler gives (``.<target>.partial-<hex>...``), and only when the target's lock
-    is free (a live writer holds it, in this process too).
+    is free (a live writer holds it, in this process too) or is ``held``, the target whose lock
+    the caller holds and has not started writing yet.
     """
     try:
         entries = sorted(folder.iterdir())
@@ -122,18 +123,23 @@ def sweep_partials(folder: Path) -> list[Path]:
     removed: list[Path] = []
     for name, leftovers in by_target.items():
         target = folder / name
+        if held is not None and target == held:
+            for leftover in leftovers:
+                remove_path(leftover)
+                removed.append(leftover)
+            continue
         try:
-            held = _try_lock(target)
+            lock = _try_lock(target)
         except RasterError:  # the folder cannot be written: nothing to sweep either
             return removed
-        if held is None:
+        if lock is None:
             continue  # a live writer's
         try:
             for leftover in leftovers:
                 remove_path(leftover)
                 removed.append(leftover)
         finally:
-            _release(target, held)
+            _release(target, lock)
     for path in removed:
         log.info("removed %s, left by an interrupted geotiler", path)
     return removed

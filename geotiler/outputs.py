@@ -213,7 +213,7 @@ def claim(
     if not existed:
         _make_parent(target)
     with writer_lock(target):
-        sweep_partials(target.parent)
+        sweep_partials(target.parent, held=target)
         check_output(target, kind, overwrite=overwrite or keep, inputs=inputs)
         if target.is_dir() and kind in MARKERS:
             sweep_inside(target)

@@ -46,9 +46,8 @@ def incomplete_message(where: Path, meta: dict[str, Any]) -> str:
     if progress.get("done"):
         # Every tile is written: only the decisions (filter, split, balance) are missing.
         return (
-            f"{where}: its filters, splits and balancing were not finished (an interrupted "
-            f"`geotiler filter` or end of `geotiler tile`); run `geotiler filter {where}` to "
-            "finish them"
+            f"{where}: its filters, splits and balancing were not finished (a filter or the end "
+            f"of a tile run was interrupted); run `geotiler filter {where}` to finish them"
         )
     command = meta.get("command") or "geotiler tile ..."
     return (

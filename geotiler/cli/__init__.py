@@ -33,6 +33,7 @@ class _Group(TyperGroup):
             _say("error", failures.one_line(str(exc)))
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
+            failures.quiet_after_interrupt()
             told = str(exc) if isinstance(exc, RunInterrupted) else None
             _say("interrupted", told or failures.interrupted(ctx.invoked_subcommand))
             raise typer.Exit(failures.INTERRUPT_EXIT) from None

@@ -35,6 +35,15 @@ def interrupted(command: str | None) -> str:
     return f"{command or 'geotiler'} stopped; {after}"
 
 
+def quiet_after_interrupt() -> None:
+    """Silence the warnings an interruption leaves (coroutines of zarr's I/O never awaited)."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message="coroutine .* was never awaited", category=RuntimeWarning
+    )
+
+
 def one_line(message: str) -> str:
     """A geotiler error's message, without the traceback a DataLoader worker wraps around it."""
     if "\nOriginal Traceback" not in message:

@@ -119,7 +119,7 @@ def _synthesize(
     progress: Progress | None,
 ) -> SynthResult:
     """Generate into a staging folder beside ``folder`` and move in (its lock is held)."""
-    sweep_partials(folder.parent)
+    sweep_partials(folder.parent, held=folder)
     staging = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         result = generate(

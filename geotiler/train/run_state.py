@@ -39,6 +39,7 @@ class RunRecorder:
     epoch: int
     enabled: bool = True
     started: float = field(default_factory=time.time)
+    stop: interrupts.StopRequest = field(default_factory=interrupts.StopRequest)
 
     def update(self, state: str, **fields: Any) -> None:
         if not self.enabled:
@@ -50,16 +51,23 @@ class RunRecorder:
         )  # fmt: skip
 
     def wrap(self, callbacks: Any) -> Any:
-        """``callbacks`` whose ``on_epoch_end`` also records the epoch (after its checkpoints)."""
-        given = callbacks.on_epoch_end
+        """``callbacks`` that also record each epoch (after its checkpoints are written) and stop
+        at the end of a batch or an epoch when a signal asked to (:attr:`stop`)."""
+        end, batch = callbacks.on_epoch_end, callbacks.on_batch
 
         def on_epoch_end(report: Any) -> None:
             self.epoch = int(report.epoch)
             self.update("running")
-            if given is not None:
-                given(report)
+            if end is not None:
+                end(report)
+            self.stop.check()
 
-        callbacks.on_epoch_end = on_epoch_end
+        def on_batch(tiles: int, loss: float) -> None:
+            if batch is not None:
+                batch(tiles, loss)
+            self.stop.check()
+
+        callbacks.on_epoch_end, callbacks.on_batch = on_epoch_end, on_batch
         return callbacks
 
 
@@ -77,7 +85,8 @@ def guard(
     """Claim the run folder (checked, locked), record the run's state, and handle interruption.
 
     With ``overwrite`` (and not ``resume``) an existing run folder is replaced. Ctrl-C or SIGTERM
-    becomes :class:`~geotiler.errors.RunInterrupted` (a KeyboardInterrupt) saying how to resume.
+    asks the run to stop at the end of the batch (a second one stops at once); either becomes
+    :class:`~geotiler.errors.RunInterrupted` (a KeyboardInterrupt) saying how to resume.
     """
     recorder = RunRecorder(folder, epochs, first_epoch, enabled=enabled)
     claim = (
@@ -85,19 +94,22 @@ def guard(
         if enabled
         else contextlib.nullcontext(folder)
     )
-    with claim, interrupts.terminate_as_interrupt():
+    with claim, interrupts.graceful() as stop:
+        recorder.stop = stop
         if enabled and overwrite and not resume:
             outputs.clear(folder, "run")
         recorder.update("running")
         try:
             yield recorder
-        except KeyboardInterrupt:
+        except BaseException as exc:
+            # A stop was asked for: whatever it broke on the way (a DataLoader worker that got
+            # the terminal's Ctrl-C too) is the interruption.
+            if not (isinstance(exc, KeyboardInterrupt) or stop.requested):
+                recorder.update("failed", reason=str(exc).splitlines()[0][:200] if str(exc) else "")
+                raise
             recorder.epoch = _saved_epoch(folder, recorder.epoch)
             recorder.update("interrupted")
             raise RunInterrupted(_interrupted_message(recorder)) from None
-        except BaseException as exc:
-            recorder.update("failed", reason=str(exc).splitlines()[0][:200] if str(exc) else "")
-            raise
         recorder.update("finished")
 
 

@@ -2,7 +2,7 @@
 a tile store, and helpers that run geotiler as a user would (CLI, or a separate process).
 
 (Not a ``conftest.py``: a second module named ``conftest`` would shadow ``tests/conftest.py``
-for the modules that import helpers from it. Test modules import these fixtures by name.)
+for the modules that import helpers from it; each test module declares its ``world`` fixture.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
 from click.testing import Result
@@ -136,17 +135,6 @@ def _yaml(text: str) -> dict[str, Any]:
     import yaml
 
     return yaml.safe_load(text)
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> World:
-    return make_world(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def shared_world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    """One world per module, for tests that only read it."""
-    return make_world(tmp_path_factory.mktemp("world"))
 
 
 def invoke(*args: str | Path) -> Result:

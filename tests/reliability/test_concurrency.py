@@ -17,20 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safety_world import (  # noqa: F401  (fixtures)
+from safety_world import (
     REPO,
     World,
     assert_one_line,
     geotiler_process,
     invoke,
+    make_world,
     read_pixels,
-    world,
 )
 
 HOLDER = (
     "import sys\nfrom pathlib import Path\nfrom geotiler.locks import writer_lock\n"
-    "with writer_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n    sys.stdin.readline()\n"
+    "with writer_lock(Path(sys.argv[1])):\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.readline()\n"
 )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 @pytest.fixture
@@ -68,13 +75,23 @@ WRITERS: dict[str, Callable[[World], tuple[Path, list[str]]]] = {
     "tile": lambda w: (w.root / "t.zarr", w.tile_args(w.root / "t.zarr")),
     "train": lambda w: (w.root / "run", w.train_args(_store(w), w.root / "run")),
     "export": lambda w: (
-        w.root / "slim.pt", ["export", str(w.checkpoint), "-o", str(w.root / "slim.pt"), "-q"]
+        w.root / "slim.pt",
+        ["export", str(w.checkpoint), "-o", str(w.root / "slim.pt"), "-q"],
     ),
     "evaluate": lambda w: (
         w.root / "report",
-        ["evaluate", str(w.mask), "--truth", str(w.mask), "--classes", "catalonia12", "-o",
-         str(w.root / "report"), "-q"],
-    ),  # fmt: skip
+        [
+            "evaluate",
+            str(w.mask),
+            "--truth",
+            str(w.mask),
+            "--classes",
+            "catalonia12",
+            "-o",
+            str(w.root / "report"),
+            "-q",
+        ],
+    ),
 }
 
 

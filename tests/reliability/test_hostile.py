@@ -20,16 +20,20 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from safety_world import (  # noqa: F401  (fixtures)
+from safety_world import (
     TRANSFORM,
     World,
     assert_one_line,
-    digest,
     invoke,
     make_checkpoint,
-    world,
+    make_world,
     write_tif,
 )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 def declared_huge(path: Path, *, bands: int, dtype: str) -> Path:

@@ -10,7 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from safety_world import World, assert_one_line, digest, invoke, world  # noqa: F401
+from safety_world import World, assert_one_line, digest, invoke, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 def _store(world: World) -> Path:
@@ -28,10 +33,14 @@ def _link(world: World, to: Path) -> Path:
 CASES: dict[str, tuple[Callable[[World], Path], Callable[[World, Path], list[str]], str]] = {
     # name: (the input that must survive, the command writing over it, what the line says)
     "predict -o the scene": (
-        lambda w: w.scene, lambda w, s: w.predict_args(s, "--overwrite"), "is the input"
+        lambda w: w.scene,
+        lambda w, s: w.predict_args(s, "--overwrite"),
+        "is the input",
     ),
     "predict -o the model": (
-        lambda w: w.checkpoint, lambda w, m: w.predict_args(m, "--overwrite"), "is the input"
+        lambda w: w.checkpoint,
+        lambda w, m: w.predict_args(m, "--overwrite"),
+        "is the input",
     ),
     "predict --confidence the scene": (
         lambda w: w.scene,
@@ -44,13 +53,19 @@ CASES: dict[str, tuple[Callable[[World], Path], Callable[[World, Path], list[str
         "is the input",
     ),
     "tile -o the mask": (
-        lambda w: w.mask, lambda w, m: w.tile_args(m, "--overwrite"), "is the input"
+        lambda w: w.mask,
+        lambda w, m: w.tile_args(m, "--overwrite"),
+        "is the input",
     ),
     "tile -o the folder holding the scene": (
-        lambda w: w.root, lambda w, r: w.tile_args(r, "--overwrite"), "holds the input"
+        lambda w: w.root,
+        lambda w, r: w.tile_args(r, "--overwrite"),
+        "holds the input",
     ),
     "train -o inside the store": (
-        _store, lambda w, s: w.train_args(s, s / "run"), "is inside the input"
+        _store,
+        lambda w, s: w.train_args(s, s / "run"),
+        "is inside the input",
     ),
     "export -o the checkpoint": (
         lambda w: w.checkpoint,
@@ -59,10 +74,18 @@ CASES: dict[str, tuple[Callable[[World], Path], Callable[[World, Path], list[str
     ),
     "evaluate -o the folder holding the prediction": (
         lambda w: w.root,
-        lambda w, r: ["evaluate", str(w.scene), "--truth", str(w.mask), "-o", str(r), "-q",
-                      "--overwrite"],
+        lambda w, r: [
+            "evaluate",
+            str(w.scene),
+            "--truth",
+            str(w.mask),
+            "-o",
+            str(r),
+            "-q",
+            "--overwrite",
+        ],
         "holds the input",
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -17,15 +17,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from safety_world import (  # noqa: F401  (fixtures)
+from safety_world import (
     REPO,
     World,
     assert_one_line,
     digest,
     geotiler_process,
     invoke,
-    world,
+    make_world,
 )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 def _dead_pid() -> int:

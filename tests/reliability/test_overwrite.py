@@ -11,14 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safety_world import (  # noqa: F401  (fixtures)
+from safety_world import (
     World,
     assert_one_line,
     digest,
     invoke,
-    world,
+    make_world,
     write_tif,
 )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 def _store(world: World) -> Path:
@@ -41,8 +46,15 @@ COMMANDS: dict[str, Callable[[World, Path], list[str]]] = {
     "tile": lambda w, t: w.tile_args(t, "--overwrite"),
     "export": lambda w, t: ["export", str(w.checkpoint), "-o", str(t), "--overwrite", "-q"],
     "evaluate": lambda w, t: [
-        "evaluate", str(_prediction(w)), "--truth", str(w.mask), "-o", str(t), "--overwrite", "-q",
-    ],  # fmt: skip
+        "evaluate",
+        str(_prediction(w)),
+        "--truth",
+        str(w.mask),
+        "-o",
+        str(t),
+        "--overwrite",
+        "-q",
+    ],
     "train": lambda w, t: w.train_args(_store(w), t, "--overwrite"),
 }
 
@@ -89,13 +101,21 @@ OWN: dict[str, Callable[[World], tuple[Path, list[str]]]] = {
     "rescale": lambda w: (w.root / "r.tif", w.rescale_args(w.root / "r.tif")),
     "tile": lambda w: (w.root / "t.zarr", w.tile_args(w.root / "t.zarr")),
     "export": lambda w: (
-        w.root / "slim.pt", ["export", str(w.checkpoint), "-o", str(w.root / "slim.pt"), "-q"]
+        w.root / "slim.pt",
+        ["export", str(w.checkpoint), "-o", str(w.root / "slim.pt"), "-q"],
     ),
     "evaluate": lambda w: (
         w.root / "report",
-        ["evaluate", str(_prediction(w)), "--truth", str(w.mask), "-o", str(w.root / "report"),
-         "-q"],
-    ),  # fmt: skip
+        [
+            "evaluate",
+            str(_prediction(w)),
+            "--truth",
+            str(w.mask),
+            "-o",
+            str(w.root / "report"),
+            "-q",
+        ],
+    ),
     "train": lambda w: (w.root / "run", w.train_args(_store(w), w.root / "run")),
 }
 
@@ -123,3 +143,15 @@ def test_tile_refusals_never_advise_overwrite_for_foreign_content(world: World) 
         line = assert_one_line(invoke(*world.tile_args(folder, *extra)), str(folder))
         assert "--overwrite to" not in line
     assert (folder / "readme.txt").read_text() == "someone else's zarr"
+
+
+def test_the_tile_index_replaces_only_an_index_geotiler_wrote(world: World) -> None:
+    store, index = world.root / "t.zarr", world.root / "tiles.gpkg"
+    assert invoke(*world.tile_args(store, "--index", str(index))).exit_code == 0
+    refreshed = invoke("filter", store, "--no-filters", "--index", index, "-q")
+    assert refreshed.exit_code == 0, refreshed.output  # its own index, refreshed
+    mine = world.root / "survey.gpkg"
+    mine.write_bytes(b"SQLite format 3\x00 the user's survey plots")
+    before = digest(mine)
+    assert_one_line(invoke("filter", store, "--index", mine, "-q"), "survey.gpkg", "did not write")
+    assert digest(mine) == before

@@ -12,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from safety_world import World, assert_one_line, invoke, world  # noqa: F401
+from safety_world import World, assert_one_line, invoke, make_world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
 
 
 @pytest.fixture
@@ -93,7 +98,9 @@ def test_an_interrupted_filter_says_to_rerun_filter_not_tile(
 
     monkeypatch.setattr(geotiler.decisions, "write_decisions", killed)
     assert_one_line(
-        invoke("filter", store, "--no-filters", "-q"), "filter stopped", "re-run `geotiler filter`",
+        invoke("filter", store, "--no-filters", "-q"),
+        "filter stopped",
+        "re-run `geotiler filter`",
         code=130,
     )
     monkeypatch.undo()

@@ -93,15 +93,27 @@ def check_predict_memory(
 
 
 def check_tile_memory(
-    name: str, *, rows: int, cols: int, bands: int, itemsize: int, size_px: int, fixed: int
+    name: str,
+    *,
+    rows: int,
+    cols: int,
+    bands: int,
+    itemsize: int,
+    size_px: int,
+    units: int,
+    unit_bytes: int,
+    shard_bytes: int,
 ) -> None:
-    """Tile holds at least one band of ``size_px`` rows across the scene, plus ``fixed`` bytes."""
+    """Tile holds at least one band of ``size_px`` rows across the scene, ``units`` units of cut
+    tiles and a shard being encoded (about three times over), none more than the scene itself."""
     held_rows = min(rows, size_px)
+    scene = rows * cols * bands * itemsize
+    working = units * min(unit_bytes, scene) + 3 * min(shard_bytes, scene)
     check_hold(
         name,
         stage="tile",
         what=f"{held_rows} rows x {cols:,} px of {bands} bands",
-        nbytes=held_rows * cols * (bands * itemsize + 3) + fixed,
+        nbytes=held_rows * cols * (bands * itemsize + 3) + working,
         fix="crop the scene into narrower pieces (gdal_translate -srcwin) or use smaller --size",
     )
 

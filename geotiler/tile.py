@@ -163,7 +163,7 @@ def make_tiles(
     check_tile_memory(
         str(next(iter(inputs.scenes.values()))), rows=scenes.grid.rows, cols=scenes.grid.cols,
         bands=scenes.count, itemsize=np.dtype(scenes.dtype).itemsize, size_px=settings.size,
-        fixed=(UNITS_AHEAD + 1) * UNIT_TILE_BYTES + 3 * MAX_SHARD_BYTES,
+        units=UNITS_AHEAD + 1, unit_bytes=UNIT_TILE_BYTES, shard_bytes=MAX_SHARD_BYTES,
     )  # fmt: skip
     layout = TileLayout(scenes.grid, settings.size, settings.stride)
     active = _active_positions(layout, settings.aoi)

@@ -24,6 +24,7 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, read_class_table, require_single_band_integer
+from geotiler.outputs import publish_folder, staging_folder, writes
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def confusion_of_rasters(
     return matrix, skipped
 
 
+@writes("report_dir", "report", inputs=lambda a: [a["prediction"], a["truth"], a["scene"]])
 def evaluate(
     prediction: str | PathLike[str],
     truth: str | PathLike[str],
@@ -82,12 +84,16 @@ def evaluate(
     scene: str | PathLike[str] | None = None,
     rescale: RescaleHook | None = None,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> EvaluateResult:
-    """Score ``prediction`` against ``truth`` and write the report into ``report_dir``."""
+    """Score ``prediction`` against ``truth`` and write the report into ``report_dir``.
+
+    The report is built in a temporary folder and moved into place when complete; an existing
+    report folder is replaced only with ``overwrite`` (and only one geotiler wrote).
+    """
     from geotiler.train.metrics import save_confusion, scores_for_table
 
-    folder = Path(report_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = staging_folder(report_dir)
     with open_raster(prediction) as pred_ds:
         require_single_band_integer(pred_ds, purpose="evaluate")
         pred_grid = Grid.from_dataset(pred_ds)
@@ -133,7 +139,10 @@ def evaluate(
     )
     if quicklook is not None:
         files.append(quicklook)
-    return EvaluateResult(report_dir=folder, metrics=metrics, files=tuple(files))
+    target = publish_folder(folder, Path(report_dir), "report", prediction=str(prediction))
+    return EvaluateResult(
+        report_dir=target, metrics=metrics, files=tuple(target / f.name for f in files)
+    )
 
 
 def _truth_on_grid(truth: Path, grid: Grid, folder: Path, rescale: RescaleHook | None) -> Path:

@@ -60,7 +60,7 @@ def export_onnx(
     tile = int(meta.get("tile_size") or 256)
     example = torch.zeros(2, len(meta["bands"]), tile, tile)
     dynamic = torch.export.Dim.DYNAMIC
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         program = torch.onnx.export(
             model,
             (example,),
@@ -117,7 +117,7 @@ def export_torchscript(
                 module = torch.jit.trace(model, example, check_trace=False)
             how = "traced"
     files = {TORCHSCRIPT_META_FILE: inference_metadata(meta, torchscript=how)}
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         torch.jit.save(module, str(temporary), _extra_files=files)
     return Path(output)
 

@@ -30,9 +30,20 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as exc:
         raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {device}: no CUDA device is available here (torch {torch.__version__}); "
+            "use --device cpu or auto"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use --device cuda:0 or auto"
+        )
+    return chosen
 
 
 class _Normalised:
@@ -135,10 +146,18 @@ def is_torchscript(path: Path) -> bool:
 
 
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto"
+    path: str | os.PathLike[str], *, device: str = "auto", allow_unfinished: bool = False
 ) -> TorchPredictor | OnnxPredictor:
-    """A predictor from a checkpoint (``.pt``), a TorchScript (``.ts``) or ONNX (``.onnx``) file."""
+    """A predictor from a checkpoint (``.pt``), a TorchScript (``.ts``) or ONNX (``.onnx``) file.
+
+    A checkpoint of a run that did not finish (its ``run.json`` says so) is refused unless
+    ``allow_unfinished``.
+    """
     where = Path(path)
+    if not allow_unfinished:
+        from geotiler.train.run_state import check_finished
+
+        check_finished(where)
     if where.suffix == ".onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")

@@ -374,8 +374,9 @@ class _Evaluate(_Stage):
         rows = Grid.from_raster(prediction).rows
         with progress("evaluate", rows, "rows") as advance:
             result = evaluate(
-                prediction, truths[0], output, scene=_first_scene(catalog, name), progress=advance
-            )
+                prediction, truths[0], output, scene=_first_scene(catalog, name),
+                progress=advance, overwrite=True,
+            )  # fmt: skip
         return {"mIoU": round(result.metrics["miou"], 3), "report": str(output)}
 
 

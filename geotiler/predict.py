@@ -30,6 +30,8 @@ from geotiler.config import StageSettings
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import check_output, open_raster
+from geotiler.limits import check_predict_memory
+from geotiler.outputs import check_distinct
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +163,25 @@ def predict_scene(
     keep = None if not class_ids else _chosen_classes(classes, class_ids, predictor.num_classes)
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise InputError(f"--min-confidence must be within 0..1, got {min_confidence}")
+    check_distinct({"-o": output, "--confidence": confidence, "--probabilities": probabilities})
     for path in (output, confidence, probabilities):
         if path is not None:
-            check_output(path, overwrite=overwrite)
+            check_output(
+                path,
+                overwrite=overwrite,
+                kind="geotiff",
+                inputs=[*paths, *(c for c in clouds or () if c)],
+            )
     with contextlib.ExitStack() as stack:
         seasons = [
             _season(stack, path, cloud, predictor, bands, detect_clouds)
             for path, cloud in zip(paths, cloud_paths, strict=True)
         ]
         grid = _common_grid(seasons)
+        check_predict_memory(
+            str(paths[0]), cols=grid.cols, bands=len(predictor.bands) * len(seasons),
+            classes=predictor.num_classes, tile_px=predictor.tile_size, batch=batch_size, tta=tta,
+        )  # fmt: skip
         outputs = Outputs(grid, classes, chosen, output, confidence, probabilities, cog, overwrite)
         with outputs:
             engine = Engine(seasons, predictor, chosen, overlap_px, batch_size, tta, outputs)

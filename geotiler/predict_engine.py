@@ -24,6 +24,7 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import atomic_output, convert_to_cog, geotiff_profile, write_class_metadata
+from geotiler.outputs import output_tag
 from geotiler.predict import (
     Predictor,
     blend_window,
@@ -205,9 +206,12 @@ class Outputs:
         for key, target in self.targets.items():
             if target is None:
                 continue
-            temporary = self._stack.enter_context(atomic_output(target, overwrite=self.overwrite))
+            temporary = self._stack.enter_context(
+                atomic_output(target, overwrite=self.overwrite, kind="geotiff")
+            )
             self.paths[key] = temporary
             self.files[key] = rasterio.open(temporary, "w", **self._profile(key))
+            self.files[key].update_tags(**output_tag(f"predict {key}"))
         return self
 
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> None:

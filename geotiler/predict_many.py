@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
+from geotiler.output_kinds import WHAT, recognise
 from geotiler.predict import Predictor, PredictResult, count_tiles, predict_scene
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
@@ -73,6 +74,12 @@ def plan_jobs(
     """
     scenes = resolve_scenes(inputs)
     folder = Path(out_dir)
+    found = recognise(folder)
+    if found is not None:
+        raise InputError(
+            f"{folder}: is {WHAT[found]}, not a folder of maps; choose another -o (maps go to "
+            "a new folder, or one of your own: nothing in it but the maps is touched)"
+        )
     sources = {s.image.resolve().parent for s in scenes}
     if folder.resolve() in sources:
         raise InputError(

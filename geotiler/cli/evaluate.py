@@ -13,7 +13,13 @@ from rich.table import Table
 from geotiler.catalog import ClassTable
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
-from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
+from geotiler.cli.options import (
+    CatalogOption,
+    DatasetOption,
+    OverwriteOption,
+    QuietOption,
+    load_catalog,
+)
 from geotiler.grid import Grid
 
 
@@ -42,14 +48,16 @@ def evaluate(
     classes: Annotated[
         str | None, typer.Option("--classes", help="Class table name (default: the map's own).")
     ] = None,
+    overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Score a map against a reference: per-class IoU, F1, precision, recall; PNGs.
 
-    Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG. Both rasters must
-    share a grid; a reference on a finer, aligned grid is rescaled with mode first.
+    Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG into a new report
+    folder (--overwrite replaces a report folder geotiler wrote). Both rasters must share a grid;
+    a reference on a finer, aligned grid is rescaled with mode first.
 
     A folder (or glob) of maps is scored against a folder of masks: pairs by file stem, scores per
     pair and overall (from the summed confusion matrix) in metrics.json and pairs.csv.
@@ -77,6 +85,7 @@ def evaluate(
             scene=scene,
             rescale=_mode_rescale,
             progress=advance,
+            overwrite=overwrite,
         )
     if quiet:
         return

@@ -98,6 +98,12 @@ def predict(
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    allow_unfinished: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unfinished", help="Use a checkpoint of a run that was interrupted or failed."
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     config: ConfigOption = None,
@@ -144,9 +150,13 @@ def predict(
     output = output or cat.output_path("predict", dataset)
     model = model or _default_model(cat, dataset, quiet=quiet)
     from geotiler.inference import load_predictor
+    from geotiler.outputs import check_not_input
     from geotiler.predict_many import PredictOptions, run_predict
 
-    predictor = load_predictor(model, device=settings.device)
+    for target in (output, confidence, probabilities):
+        if target is not None:
+            check_not_input(target, [model])
+    predictor = load_predictor(model, device=settings.device, allow_unfinished=allow_unfinished)
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )

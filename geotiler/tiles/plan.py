@@ -19,6 +19,7 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, require_single_band_integer
+from geotiler.limits import check_tile_memory
 from geotiler.tiles.footprints import read_area, touching
 from geotiler.tiles.layout import TileLayout, plan_units, tile_rows_per_band
 from geotiler.tiles.masks import mask_reader
@@ -33,6 +34,12 @@ TILE_SIZES_PX = (300, 256, 224, 192, 160, 128, 96, 64, 48, 32)
 MIN_POSITIONS = 48
 """Tile positions a dataset of few scenes should have, so blocked splits can have each split."""
 CHIP_SIDE_PX = 600
+# What the cutting holds at once, for the memory check (geotiler.tiles.run cuts within these).
+MAX_SHARD_BYTES = 64 * 2**20
+"""Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it."""
+UNIT_TILE_BYTES = 128 * 2**20
+"""Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
+UNITS_AHEAD = 2
 """Scenes under this side are chips: tiled whole, one tile of the smallest scene's side."""
 
 
@@ -141,6 +148,12 @@ def make_plan(
                 f"tile of {size} px; pass a smaller --size (or leave it out to let geotiler "
                 "choose)"
             )
+    widest = max(scenes, key=lambda scene: scene.grid.cols)
+    check_tile_memory(
+        str(widest.image), rows=widest.grid.rows, cols=widest.grid.cols, bands=first.count,
+        itemsize=np.dtype(first.dtype).itemsize, size_px=size, units=UNITS_AHEAD + 1,
+        unit_bytes=UNIT_TILE_BYTES, shard_bytes=MAX_SHARD_BYTES,
+    )  # fmt: skip
     layouts = tuple(TileLayout(scene.grid, size, stride) for scene in scenes)
     active = tuple(
         _active(layout, scene, settings.aoi) for layout, scene in zip(layouts, scenes, strict=True)

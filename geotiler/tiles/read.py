@@ -66,7 +66,9 @@ def read_piece(sources: Sources, window: Window) -> tuple[np.ndarray, ...]:
         raise
     except Exception as exc:  # GDAL's read errors (truncated, corrupt data) name no file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RasterError(f"{sources.scene}: cannot be read ({reason})") from exc
+        raise RasterError(
+            f"{sources.scene}: reading it failed ({reason}); the file is truncated or corrupt"
+        ) from exc
     mask = sources.mask.read(window)
     clouds = np.zeros((0, 0), dtype=bool)
     if sources.clouds is not None:

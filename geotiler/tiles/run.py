@@ -28,12 +28,13 @@ from geotiler import __version__
 from geotiler.catalog import Catalog, ClassTable
 from geotiler.errors import GeotilerError, InputError, RasterError
 from geotiler.grid import Grid
+from geotiler.outputs import writes
 from geotiler.parallel import use_scheduler
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.classes import resolve_classes
 from geotiler.tiles.cut import TileArrays, TileBatch, cut_unit, empty_batch
 from geotiler.tiles.decisions import decide
-from geotiler.tiles.plan import TilePlan, make_plan
+from geotiler.tiles.plan import MAX_SHARD_BYTES, UNIT_TILE_BYTES, UNITS_AHEAD, TilePlan, make_plan
 from geotiler.tiles.read import SMALL_SCENE_BYTES, RowBuffer
 from geotiler.tiles.scenes import (
     Scene,
@@ -50,12 +51,8 @@ from geotiler.tiles.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-# Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it.
-MAX_SHARD_BYTES = 64 * 2**20
 CHIP_SHARD_TILES = 256
-UNIT_TILE_BYTES = 128 * 2**20
-"""Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
-UNITS_AHEAD = 2
+CHIP_SCENES = 10
 PIECE_COLS = 2048
 
 
@@ -68,6 +65,12 @@ class TileInputs:
     bands: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     """Scenes left out because they could not be opened (``--skip-bad``)."""
+
+    def files(self, settings: TileSettings | None = None) -> list[str | Path]:
+        """Every file the tiling reads (an output must be none of them)."""
+        areas = [settings.aoi, *settings.split_aoi.values()] if settings else []
+        scene_files = [p for s in self.scenes for p in (s.image, s.mask, s.clouds) if p]
+        return [*scene_files, *filter(None, areas)]
 
     @classmethod
     def seasons(
@@ -169,6 +172,7 @@ def plan_tiles(inputs: TileInputs, settings: TileSettings) -> TilePlan:
     return make_plan(inputs.scenes, inputs.classes, settings.plan_settings(), bands=inputs.bands)
 
 
+@writes("output", "store", keep=True, inputs=lambda a: a["inputs"].files(a["settings"]))
 def make_tiles(
     inputs: TileInputs,
     output: str | PathLike[str],
@@ -242,7 +246,9 @@ def _attrs(
         )
         for scene, sources in zip(plan.scenes, plan.sources, strict=True)
     )
-    preferred = plan.widest if plan.widest >= 8 else CHIP_SHARD_TILES
+    # A shard per band of tile rows; many small chips fill shards of many chips each.
+    chips = len(plan.scenes) >= CHIP_SCENES and plan.widest < 8
+    preferred = CHIP_SHARD_TILES if chips else plan.widest
     shard = settings.shard_tiles or int(
         np.clip(preferred, 8, max(8, MAX_SHARD_BYTES // plan.tile_bytes))
     )

@@ -22,6 +22,7 @@ from geotiler.errors import StoreError
 from geotiler.grid import Grid
 from geotiler.tiles.filters import TileIndex
 from geotiler.tiles.schema import FORMAT, SPLITS, DecisionAttrs, SceneRecord, Split, StoreAttrs
+from geotiler.tiles.verify import incomplete_message, unreadable_tile, verify_on_open
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,7 @@ def check_store(path: str | PathLike[str], *, written_only: bool = False) -> Sto
     if attrs is None:
         raise StoreError(f"{where}: not a geotiler tile store (no '{ATTRS_KEY}' attrs)")
     if not attrs.complete and not (written_only and attrs.progress.done):
-        command = attrs.command or "geotiler tile ..."
-        raise StoreError(
-            f"{where}: incomplete tile store ({attrs.progress.tiles_written} tiles written); "
-            f"re-run `{command}` with the same inputs to finish it (it resumes)"
-        )
+        raise StoreError(incomplete_message(where, attrs.to_raw()))
     return attrs
 
 
@@ -145,7 +142,7 @@ class TileStore:
             StoreError: missing, not a geotiler tile store, or incomplete.
         """
         where = Path(path)
-        check_store(where)
+        verify_on_open(where, check_store(where).to_raw())
         return cls(where)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -261,7 +258,10 @@ class TileStore:
         """Tile ``i``: image ``(B, S, S)`` in the scene dtype and mask ``(S, S)`` uint8."""
         if not 0 <= i < len(self):
             raise IndexError(f"tile {i} out of range 0..{len(self) - 1}")
-        return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        try:
+            return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        except Exception as exc:  # zarr and its codecs raise several kinds on damaged bytes
+            raise unreadable_tile(self.path, self.attrs.to_raw(), i, exc) from exc
 
     @cached_property
     def index(self) -> pd.DataFrame:

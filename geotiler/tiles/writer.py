@@ -23,6 +23,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
 from geotiler.errors import OutputExistsError, StoreError
+from geotiler.outputs import clear
 from geotiler.tiles.cut import TileBatch
 from geotiler.tiles.schema import DecisionAttrs, StoreAttrs, WriteProgress
 from geotiler.tiles.store import read_attrs, save_attrs, write_decisions
@@ -100,7 +101,7 @@ class StoreWriter:
                 return cls(target, group, fresh, created=False)
             if not overwrite:
                 raise _refusal(target, old, attrs)
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            clear(target, "store")  # only a geotiler store, holding nothing else
         return cls._create(target, attrs, capacity)
 
     @classmethod

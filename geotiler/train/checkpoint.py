@@ -32,6 +32,7 @@ from geotiler import __version__
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.io import atomic_output
+from geotiler.limits import check_checkpoint
 from geotiler.train.models import get_model
 
 FORMAT = "geotiler-checkpoint"
@@ -103,6 +104,7 @@ def load_checkpoint(
     entry is a :class:`~geotiler.catalog.ClassTable`.
     """
     content = read_checkpoint(path)
+    check_checkpoint(content, str(path))
     model = build_model(content)
     try:
         model.load_state_dict(content["state_dict"])
@@ -123,6 +125,6 @@ def export_for_inference(
     """A copy of ``checkpoint`` without its resume state (optimiser, RNG): what predict needs."""
     content = read_checkpoint(checkpoint)
     content.pop("resume", None)
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         torch.save(content, temporary)
     return Path(output)

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from geotiler.errors import InputError, OutputExistsError, TrainingError
+from geotiler.errors import InputError, TrainingError
+from geotiler.interrupts import deferred
 from geotiler.train import data as train_data
-from geotiler.train import distributed
+from geotiler.train import distributed, run_state
 from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
 from geotiler.train.data import StoreSummary, make_loaders
 from geotiler.train.distributed import Runtime
@@ -101,15 +102,18 @@ def train(
     out = Path(run_dir)
     train_data.open_store(store)  # inputs first: a missing or incomplete store is the error
     previous = read_checkpoint(out / "last.pt") if resume else None
-    if not resume and out.exists() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(
-            f"{out}: run folder exists; pass --overwrite to replace it or --resume {out} to go on"
-        )
-    runtime = distributed.start(settings.device)
-    try:
-        return _Run(store, out, settings, runtime, previous, callbacks or Callbacks()).fit()
-    finally:
-        distributed.stop(runtime)
+    first = int(previous["epoch"]) if previous else 0
+    with run_state.guard(
+        out, store, epochs=settings.epochs, first_epoch=first, resume=resume,
+        overwrite=overwrite, enabled=distributed.is_main_process(),
+    ) as recorder:  # fmt: skip
+        runtime = distributed.start(settings.device)
+        try:
+            return _Run(
+                store, out, settings, runtime, previous, recorder.wrap(callbacks or Callbacks())
+            ).fit()
+        finally:
+            distributed.stop(runtime)
 
 
 class _Run:
@@ -343,10 +347,11 @@ class _Run:
 
     def _save(self, row: dict[str, float], is_best: bool, matrix: np.ndarray) -> None:
         payload = self._payload(row)
-        save_checkpoint(self.out / "last.pt", payload)
-        if is_best:
-            save_checkpoint(self.out / "best.pt", payload)
-            save_confusion(matrix, self.summary.classes, self.out, "confusion_matrix")
+        with deferred():  # Ctrl-C waits: last.pt and best.pt always describe the same epoch
+            save_checkpoint(self.out / "last.pt", payload)
+            if is_best:
+                save_checkpoint(self.out / "best.pt", payload)
+                save_confusion(matrix, self.summary.classes, self.out, "confusion_matrix")
 
     def _payload(self, row: dict[str, float]) -> dict[str, Any]:
         summary, state = self.summary, self.state

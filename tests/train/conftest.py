@@ -1,7 +1,7 @@
 """Fixtures for the training tests: a tiny tile store with the TileStore reader interface.
 
 ``fake_store`` writes tiles to an ``.npz`` in tmp_path and makes ``geotiler.train.data`` open it
-with :class:`FakeStore` (same attributes and methods as ``geotiler.store.TileStore``), so the
+with :class:`FakeStore` (same attributes and methods as ``geotiler.tiles.store.TileStore``), so the
 data path is tested without the tiling stage. Tests of the whole chain use a real store.
 """
 

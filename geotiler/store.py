@@ -35,6 +35,8 @@ ATTRS_KEY = "geotiler"
 FORMAT = "geotiler-tiles"
 VERSION = 1
 SPLITS = ("train", "val", "test")
+SOURCES = ("tiled", "corrected")
+"""Codes of the optional ``index/source`` array: cut by ``tile``, or added from corrections."""
 Split = Literal["train", "val", "test"]
 INDEX_CHUNK_ROWS = 16384
 INDEX_FLUSH_TILES = 1024
@@ -449,8 +451,15 @@ class TileStore:
         return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
 
     @cached_property
+    def sources(self) -> np.ndarray:
+        """Per tile: 0 cut by ``tile``, 1 added from corrections (all 0 without ``source``)."""
+        if "source" in self._group["index"].array_keys():
+            return self.column("source")
+        return np.zeros(len(self), np.uint8)
+
+    @cached_property
     def index(self) -> pd.DataFrame:
-        """One row per stored tile: scene, row, col, verdict, split, weight, fractions, counts."""
+        """One row per stored tile: scene, row, col, verdict, split, weight, source, counts."""
         tile_px = self.tile_size**2
         valid = self.column("valid_px")
         cloudy = self.column("cloudy_px")
@@ -463,6 +472,7 @@ class TileStore:
                 "verdict": pd.Categorical.from_codes(self._verdict, verdicts),
                 "split": pd.Categorical.from_codes(self._split, list(SPLITS)),
                 "weight": self._weight,
+                "source": pd.Categorical.from_codes(self.sources, list(SOURCES)),
                 "valid_fraction": valid / tile_px,
                 "cloud_fraction": np.where(cloudy < 0, np.nan, cloudy / np.maximum(valid, 1)),
             }

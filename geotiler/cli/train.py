@@ -74,6 +74,16 @@ def train(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Run folder (default: work/<ds>/run).")
     ] = None,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            help="Corrections GeoPackage from `geotiler view`: fine-tune --resume RUN on them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    correction_weight: Annotated[
+        float, typer.Option(min=1.0, help="Corrected tiles' sampling weight, times the top one.")
+    ] = 4.0,
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     config: ConfigOption = None,
@@ -85,7 +95,10 @@ def train(
     Examples: [bold]geotiler train[/] (the default dataset and preset unet-small),
     [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
     [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
-    [bold]geotiler train --resume work/demo/run --epochs 20[/].
+    [bold]geotiler train --resume work/demo/run --epochs 20[/],
+    [bold]geotiler train --corrections corrections.gpkg --resume work/demo/run --epochs 3[/]
+    (adds the corrected tiles to the store, fine-tunes a copy of the run in RUN-corrected,
+    predicts the scene again and compares the scores before and after).
     """
     from geotiler.train.checkpoint import read_checkpoint
     from geotiler.train.distributed import is_main_process
@@ -101,6 +114,13 @@ def train(
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
     }  # fmt: skip
     pipeline = load_pipeline(config)
+    if corrections is not None:
+        if resume is None:
+            raise typer.BadParameter("--corrections needs --resume RUN (the run to fine-tune)")
+        _train_on_corrections(
+            corrections, resume, store, output, cli, correction_weight, overwrite, quiet
+        )
+        return
     name = dataset or pipeline.get("dataset")
     base: dict[str, Any]
     if resume is not None:
@@ -127,6 +147,56 @@ def train(
         )  # fmt: skip
     if not quiet:
         _summary(result)
+
+
+CORRECTION_EPOCHS = 3
+CORRECTION_LR_FACTOR = 0.3
+"""Fine-tuning starts from a trained model: a full learning rate undid much of it (val mIoU
+1.0 -> 0.5 on the test dataset), a third keeps it while the corrections are learnt."""
+
+
+def _train_on_corrections(
+    corrections: Path,
+    run: Path,
+    store: Path | None,
+    output: Path | None,
+    cli: dict[str, Any],
+    weight: float,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    from geotiler.train.checkpoint import read_checkpoint
+    from geotiler.train.corrections import train_on_corrections
+    from geotiler.train.settings import TrainSettings
+
+    previous = read_checkpoint(run / "last.pt")
+    given = {k: v for k, v in cli.items() if v is not None}
+    lr = float(previous["settings"]["lr"]) * CORRECTION_LR_FACTOR
+    settings = TrainSettings.model_validate(
+        {**previous["settings"], "epochs": CORRECTION_EPOCHS, "lr": lr, **given}
+    )
+    with _Display(quiet) as display:
+        result = train_on_corrections(
+            corrections, run, settings, store=store, output=output, weight_factor=weight,
+            overwrite=overwrite, callbacks=display.callbacks(),
+        )  # fmt: skip
+    if quiet:
+        return
+    table = Table(
+        title=f"fine-tuned on {result.tiles_added} corrected tiles",
+        title_justify="left",
+        caption=f"run {result.run_dir}" + (f"; new map {result.map}" if result.map else ""),
+        caption_justify="left",
+    )
+    for column in ("score", "before", "after"):
+        table.add_column(column, justify="left" if column == "score" else "right")
+    b, a = result.before, result.after
+    table.add_row(
+        "corrected pixels: accuracy", _pct(b.corrected_accuracy), _pct(a.corrected_accuracy)
+    )
+    table.add_row("validation split: mIoU", _pct(b.val_miou), _pct(a.val_miou))
+    table.add_row("validation split: accuracy", _pct(b.val_accuracy), _pct(a.val_accuracy))
+    console.print(table)
 
 
 class _Display:

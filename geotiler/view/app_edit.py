@@ -147,8 +147,8 @@ class EditPanels:
         from bokeh.layouts import row
 
         self.widgets += [
-            Div(text="<b>corrections</b> (double-click to start a polygon, click to add "
-                "points, double-click to close; select and press Backspace to delete)"),
+            Div(text="<b>corrections</b>: press and hold to start a polygon, click to add "
+                "corners, press and hold to close it; click one and press Backspace to delete"),
             draw, self.correct_as, self.author, row(undo, redo), self.edit_status,
         ]  # fmt: skip
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,13 +45,16 @@ CLASSES = ClassTable.model_validate(
 )
 
 
+TRANSFORM = Affine(10, 0, 240000, 0, -10, 4780000)
+
+
 def write_tif(
     path: Path, data: np.ndarray, nodata: int | None = None, crs: str | None = "EPSG:32631"
 ) -> Path:
     bands, rows, cols = data.shape
     profile = {
         "driver": "GTiff", "height": rows, "width": cols, "count": bands, "dtype": data.dtype.name,
-        "crs": crs, "transform": Affine(10, 0, 240000, 0, -10, 4780000) if crs else Affine.identity(),
+        "crs": crs, "transform": TRANSFORM if crs else Affine.identity(),
         "nodata": nodata, "tiled": True, "blockxsize": 64, "blockysize": 64,
     }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
@@ -116,6 +124,63 @@ def make_tiny_dataset(folder: Path) -> TinyDataset:
     return TinyDataset(folder, scene, mask, store, run, landcover, probabilities)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> TinyDataset:
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+@dataclass
+class ServedView:
+    url: str
+    state: Any
+    sources: Any
+
+
+@contextlib.contextmanager
+def serve(sources: Any, **options: Any) -> Iterator[ServedView]:
+    """Run ``geotiler view`` for ``sources`` on a free port in a background thread."""
+    import asyncio
+
+    from geotiler.view.server import start_view
+
+    ready: queue.Queue[Any] = queue.Queue()
+
+    def run() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            server, running = start_view(sources, port=0, **options)
+        except Exception as exc:  # hand the failure to the test thread
+            ready.put(exc)
+            return
+        server.start()
+        ready.put((server, running))
+        server.io_loop.start()
+        server.stop()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started = ready.get(timeout=60)
+    if isinstance(started, Exception):
+        raise started
+    server, running = started
+    try:
+        yield ServedView(running.url, running.state, sources)
+    finally:
+        server.io_loop.add_callback(server.io_loop.stop)
+        thread.join(timeout=10)
+
+
+def view_sources(dataset: TinyDataset, corrections: Path | None = None) -> Any:
+    from geotiler.catalog import Catalog
+    from geotiler.view.sources import resolve_sources
+
+    return resolve_sources(
+        Catalog.load(),
+        None,
+        scenes=[dataset.scene],
+        map_path=dataset.map,
+        store=dataset.store,
+        probabilities=dataset.probabilities,
+        truth=dataset.mask,
+        corrections=corrections,
+    )

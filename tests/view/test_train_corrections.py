@@ -40,7 +40,8 @@ def test_train_on_corrections_changes_the_map_inside_the_polygon(
     result = CliRunner().invoke(
         app,
         ["train", str(store_copy), "--corrections", str(corrections), "--resume",
-         str(tiny_dataset.run), "-o", str(out), "--epochs", "8", "--max-train-tiles", "64", "--correction-weight", "8"],
+         str(tiny_dataset.run), "-o", str(out), "--epochs", "8", "--max-train-tiles", "64",
+         "--correction-weight", "8"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "corrected pixels: accuracy" in result.output

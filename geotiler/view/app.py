@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from bokeh.events import Tap
 from bokeh.layouts import column, row
 from bokeh.models import (
+    BasicTickFormatter,
     CheckboxGroup,
     CustomJS,
     Div,
@@ -113,6 +114,8 @@ class MapPage:
             name="map",
         )
         plot.grid.visible = False
+        plot.xaxis.formatter = BasicTickFormatter(use_scientific=False)
+        plot.yaxis.formatter = BasicTickFormatter(use_scientific=False)
         plot.background_fill_color = "#e9e9e9"
         plot.xaxis.axis_label = "x (px)" if self.grid.crs is None else "x"
         plot.yaxis.axis_label = "-row (px)" if self.grid.crs is None else "y"

@@ -163,10 +163,13 @@ def _scan_folder(
 ) -> Path | None:
     """Outputs by name and scenes (2+ bands) in ``folder`` and its subfolders; the store."""
     candidates = sorted(
-        p
-        for pattern in ("*", "*/*")
-        for p in folder.glob(pattern)
-        if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
+        (
+            p
+            for pattern in ("*", "*/*")
+            for p in folder.glob(pattern)
+            if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()
+        ),
+        key=lambda p: (len(p.relative_to(folder).parts), p.name),  # the folder's own files first
     )
     for path in candidates:
         stem = path.stem.lower()

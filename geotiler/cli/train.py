@@ -149,12 +149,6 @@ def train(
         _summary(result)
 
 
-CORRECTION_EPOCHS = 3
-CORRECTION_LR_FACTOR = 0.3
-"""Fine-tuning starts from a trained model: a full learning rate undid much of it (val mIoU
-1.0 -> 0.5 on the test dataset), a third keeps it while the corrections are learnt."""
-
-
 def _train_on_corrections(
     corrections: Path,
     run: Path,
@@ -165,16 +159,9 @@ def _train_on_corrections(
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    from geotiler.train.checkpoint import read_checkpoint
-    from geotiler.train.corrections import train_on_corrections
-    from geotiler.train.settings import TrainSettings
+    from geotiler.train.corrections import fine_tune_settings, train_on_corrections
 
-    previous = read_checkpoint(run / "last.pt")
-    given = {k: v for k, v in cli.items() if v is not None}
-    lr = float(previous["settings"]["lr"]) * CORRECTION_LR_FACTOR
-    settings = TrainSettings.model_validate(
-        {**previous["settings"], "epochs": CORRECTION_EPOCHS, "lr": lr, **given}
-    )
+    settings = fine_tune_settings(run, {k: v for k, v in cli.items() if v is not None})
     with _Display(quiet) as display:
         result = train_on_corrections(
             corrections, run, settings, store=store, output=output, weight_factor=weight,

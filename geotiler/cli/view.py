@@ -40,6 +40,12 @@ def view(
             help="Corrections GeoPackage (default: corrections.gpkg by the map).", dir_okay=False
         ),
     ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run the page's fine-tune button continues (default: found).", file_okay=False
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     max_upload_mb: Annotated[int, typer.Option(min=1, help="Largest upload accepted.")] = 512,
@@ -77,6 +83,7 @@ def view(
         probabilities=probabilities,
         truth=truth,
         corrections=corrections,
+        run=run,
     )
     if host not in LOCAL_HOSTS:
         err_console.print(

@@ -8,6 +8,7 @@ only JavaScript of our own is the upload (a file picker, drag and drop, one POST
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 from urllib.parse import urlencode
@@ -268,7 +269,7 @@ class MapPage:
 
     def controls(self) -> list[Any]:
         widgets: list[Any] = [
-            Div(text="<h3 style='margin:4px 0'>geotiler view</h3>"),
+            Div(text="<h3 style='margin:4px 0'>geotiler view</h3>" + _note(self.state.notes)),
             self.toggles,
             self.scene,
             self.bands,
@@ -293,6 +294,10 @@ def _cached_stretch(
     if key not in _STRETCHES:
         _STRETCHES[key] = render.compute_stretch(path, bands, percentiles=percentiles)
     return _STRETCHES[key]
+
+
+def _note(text: str) -> str:
+    return f"<div name='notes' style='color:#155724'>{html.escape(text)}</div>" if text else ""
 
 
 def legend_html(classes: Any) -> str:

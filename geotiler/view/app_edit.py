@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,22 @@ from geotiler.view.corrections import Correction, CorrectionLog
 log = logging.getLogger(__name__)
 
 POLL_MS = 500
+ARM_TRIES = 200
 REVIEW_COLUMNS = ("rank", "entropy", "margin", "reviewed")
 UPLOAD_JS = """
+// Our one piece of JavaScript: send a file to /upload, hand the token to Python. The page's
+// latest token and status widgets are kept on window, so the drop handler (installed once)
+// keeps working after the page is rebuilt with new widgets.
+window.__geotiler_upload = [token, status]
+function models() { return window.__geotiler_upload }
 function send(file) {
+  const [token, status] = models()
   status.text = `uploading ${file.name} ...`
   fetch('/upload', {method: 'POST', headers: {'X-Filename': encodeURIComponent(file.name)},
                     body: file})
     .then(r => r.ok ? r.json() : r.text().then(t => { throw new Error(r.statusText || t) }))
-    .then(j => { token.value = `${j.token}|${j.name}` })
-    .catch(e => { status.text = `upload failed: ${e.message}` })
+    .then(j => { models()[0].value = `${j.token}|${j.name}` })
+    .catch(e => { models()[1].text = `upload failed: ${e.message}` })
 }
 if (mode === 'pick') {
   const input = document.createElement('input')
@@ -47,11 +55,14 @@ if (mode === 'pick') {
   input.click()
 } else if (!window.__geotiler_drop) {
   window.__geotiler_drop = true
+  models()[0].tags = ['armed']
   document.addEventListener('dragover', e => e.preventDefault())
   document.addEventListener('drop', e => {
     e.preventDefault()
     if (e.dataTransfer && e.dataTransfer.files.length) send(e.dataTransfer.files[0])
   })
+} else {
+  models()[0].tags = ['armed']
 }
 """
 
@@ -151,6 +162,52 @@ class EditPanels:
                 "corners, press and hold to close it; click one and press Backspace to delete"),
             draw, self.correct_as, self.author, row(undo, redo), self.edit_status,
         ]  # fmt: skip
+        if self.sources.run is not None and self.sources.store is not None:
+            self.fine_tune = Button(label="fine-tune on corrections", width=200, name="fine-tune")
+            self.fine_tune_status = Div(
+                text=f"continues {self.sources.run.name}", name="fine-tune-status"
+            )
+            self.fine_tune.on_click(self._start_fine_tune)
+            self.widgets += [self.fine_tune, self.fine_tune_status]
+
+    def _start_fine_tune(self) -> None:
+        from geotiler.view.jobs import FineTuneJob, free_name
+
+        sources = self.sources
+        if not self.log.items or sources.run is None or sources.store is None:
+            self.fine_tune_status.text = "draw corrections first"
+            return
+        where = sources.map.parent if sources.map else sources.corrections.parent
+        stem = sources.map.stem if sources.map else "landcover"
+        self.tune_job = FineTuneJob(
+            corrections=self.log.path, run=sources.run, store=sources.store,
+            output=free_name(sources.run.parent, f"{sources.run.name}-corrected"),
+            map_output=free_name(where, f"{stem}-corrected", ".tif"),
+        ).start()  # fmt: skip
+        self.fine_tune.disabled = True
+        self.tune_poll = self.page.doc.add_periodic_callback(self._fine_tune_progress, POLL_MS)
+
+    def _fine_tune_progress(self) -> None:
+        job = self.tune_job
+        if job.state == "running":
+            self.fine_tune_status.text = f"fine-tuning: epoch {job.epoch} (then predicting again)"
+            return
+        self.page.doc.remove_periodic_callback(self.tune_poll)
+        self.fine_tune.disabled = False
+        if job.state == "failed":
+            self.fine_tune_status.text = f"fine-tuning failed: {job.error}"
+            return
+        self.state.show(
+            replace(
+                self.sources,
+                map=job.map_output,
+                confidence=None,
+                probabilities=None,
+                run=job.output,
+            )
+        )
+        self.state.notes = f"fine-tuned: {job.summary}"
+        _rebuild(self.page.doc, self.state)
 
     def _columns(self) -> dict[str, list[Any]]:
         items = self.log.items
@@ -259,9 +316,7 @@ class EditPanels:
         pick = Button(label="choose a scene file", width=160, name="upload-button")
         args = {"token": self.token, "status": self.upload_status}
         pick.js_on_click(CustomJS(args={**args, "mode": "pick"}, code=UPLOAD_JS))
-        self.page.doc.js_on_event(
-            "document_ready", CustomJS(args={**args, "mode": "drop"}, code=UPLOAD_JS)
-        )
+        self._arm_drop()
         models = self.sources.models
         self.model = Select(title="model", options=list(models), value=next(iter(models), ""))
         self.predict = Button(label="predict", button_type="primary", disabled=True, width=100)
@@ -270,8 +325,28 @@ class EditPanels:
         self.job: Any = None
         self.widgets += [
             Div(text="<b>predict a new scene</b>"), self.upload_status, pick, self.model,
-            self.predict,
+            self.predict, self.token,
         ]  # fmt: skip
+
+    def _arm_drop(self) -> None:
+        """Have the browser install the drop handler, asking until it says it has.
+
+        Bokeh's document_ready event waits for every layer to finish drawing, and hidden tile
+        layers never draw; so Python pokes a property the page listens to, every 300 ms, until
+        the page answers through the token's tags.
+        """
+        args = {"token": self.token, "status": self.upload_status, "mode": "drop"}
+        self.upload_status.js_on_change("tags", CustomJS(args=args, code=UPLOAD_JS))
+        tries = iter(range(1, ARM_TRIES + 1))
+
+        def poke() -> None:
+            attempt = next(tries, None)
+            if "armed" in self.token.tags or attempt is None:
+                self.page.doc.remove_periodic_callback(self._arming)
+                return
+            self.upload_status.tags = [str(attempt)]
+
+        self._arming = self.page.doc.add_periodic_callback(poke, 300)
 
     def _uploaded(self, value: str) -> None:
         token, _, name = value.partition("|")
@@ -312,11 +387,16 @@ class EditPanels:
         self.state.show(
             self.sources.with_prediction(job.scene, job.scene.stem, job.output, job.probabilities)
         )
-        from geotiler.view.app import build_document
+        self.state.notes = f"predicted {job.scene.name} with {self.model.value}"
+        _rebuild(self.page.doc, self.state)
 
-        doc = self.page.doc
-        doc.clear()
-        build_document(doc, self.state)
+
+def _rebuild(doc: Any, state: Any) -> None:
+    """Build the page again on the state's new sources (a new map, a new scene)."""
+    from geotiler.view.app import build_document
+
+    doc.clear()
+    build_document(doc, state)
 
 
 def _user() -> str:

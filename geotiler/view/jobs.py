@@ -87,3 +87,64 @@ class PredictJob:
 
     def _advance(self, tiles: int) -> None:
         self.done += tiles
+
+
+@dataclass
+class FineTuneJob:
+    """``train --corrections`` run from the page, in a thread."""
+
+    corrections: Path
+    run: Path
+    store: Path
+    output: Path
+    map_output: Path
+    epoch: int = 0
+    epochs: int = 0
+    state: JobState = "running"
+    error: str = ""
+    summary: str = ""
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> FineTuneJob:
+        self._thread = threading.Thread(target=self._run, name="geotiler-view-train", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from geotiler.errors import GeotilerError
+        from geotiler.train.corrections import fine_tune_settings, train_on_corrections
+        from geotiler.train.trainer import Callbacks
+
+        try:
+            settings = fine_tune_settings(self.run)
+            result = train_on_corrections(
+                self.corrections, self.run, settings, store=self.store, output=self.output,
+                predict_to=self.map_output, callbacks=Callbacks(on_epoch_start=self._epoch),
+            )  # fmt: skip
+            b, a = result.before, result.after
+            self.summary = (
+                f"{result.tiles_added} corrected tiles; corrected pixels right "
+                f"{b.corrected_accuracy:.0%} -> {a.corrected_accuracy:.0%}; validation mIoU "
+                f"{b.val_miou:.3f} -> {a.val_miou:.3f}; run {result.run_dir.name}"
+            )
+            self.state = "done"
+        except GeotilerError as exc:
+            self.error, self.state = str(exc), "failed"
+        except Exception as exc:  # a background thread must report, not die silently
+            log.exception("fine-tuning on %s failed", self.corrections)
+            self.error, self.state = f"{type(exc).__name__}: {exc}", "failed"
+
+    def _epoch(self, epoch: int, _batches: int) -> None:
+        self.epoch = epoch
+
+
+def free_name(folder: Path, stem: str, suffix: str = "") -> Path:
+    """``folder/stem-N suffix`` with the first N from 1 that does not exist yet."""
+    n = 1
+    while (folder / f"{stem}-{n}{suffix}").exists():
+        n += 1
+    return folder / f"{stem}-{n}{suffix}"

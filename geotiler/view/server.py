@@ -36,6 +36,8 @@ class ViewState:
     upload_dir: Path
     max_upload_bytes: int = DEFAULT_UPLOAD_MB * 2**20
     uploads: dict[str, Path] = field(default_factory=dict)
+    notes: str = ""
+    """A line for the top of the page after the sources changed (a prediction, a fine-tune)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:

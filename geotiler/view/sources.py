@@ -46,7 +46,7 @@ class ViewSources:
         classes: Class table for colours and names.
         corrections: GeoPackage the page writes corrections to.
         models: Name -> checkpoint offered for predicting uploaded scenes.
-        upload_dir: Folder for uploads and their maps (a temporary folder).
+        run: Training run (``last.pt``) that the page's fine-tune button continues.
     """
 
     scenes: dict[str, Path]
@@ -58,7 +58,7 @@ class ViewSources:
     truth: Path | None = None
     store: Path | None = None
     models: dict[str, Path] = field(default_factory=dict)
-    upload_dir: Path | None = None
+    run: Path | None = None
 
     def with_prediction(
         self, scene: Path, name: str, output: Path, probabilities: Path | None
@@ -73,6 +73,7 @@ class ViewSources:
             probabilities=probabilities,
             truth=None,
             store=None,
+            run=None,
         )
 
     def files(self) -> list[Path]:
@@ -92,6 +93,7 @@ def resolve_sources(
     probabilities: Path | None = None,
     truth: Path | None = None,
     corrections: Path | None = None,
+    run: Path | None = None,
 ) -> ViewSources:
     """The sources of a view: CLI paths first, then the dataset's files and outputs.
 
@@ -132,6 +134,7 @@ def resolve_sources(
         truth=found["truth"],
         store=store,
         models=find_models(catalog, dataset, extra=[where]),
+        run=run or _find_run(catalog, dataset, where),
     )
 
 
@@ -156,6 +159,14 @@ def _from_catalog(
     if store is None and tiles.exists():
         store = tiles
     return scenes, store
+
+
+def _find_run(catalog: Catalog, dataset: str | None, where: Path) -> Path | None:
+    """A run folder with a ``last.pt``: ``run/`` beside the map, else the dataset's."""
+    candidates = [where / "run"]
+    with contextlib.suppress(CatalogError):
+        candidates.append(catalog.output_path("train", dataset))
+    return next((c for c in candidates if (c / "last.pt").is_file()), None)
 
 
 def _scan_folder(

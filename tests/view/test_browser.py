@@ -5,11 +5,13 @@ Skipped where no browser is installed; CI installs one (see .ci/run).
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +35,7 @@ CHROME_ARGUMENTS = (
     "--no-first-run",
     "--disable-extensions",
 )
+COPIED = ("scene", "mask", "store", "run", "map", "probabilities")
 LOCAL = {"127.0.0.1", "localhost", "[::1]"}
 DEEP_FIND = """
 const [selector, text] = arguments
@@ -81,8 +84,12 @@ def browser() -> Iterator[Any]:
 def page(
     browser: Any, tiny_dataset: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Any]:
-    corrections = tmp_path_factory.mktemp("browser") / "corrections.gpkg"
-    with serve(view_sources(tiny_dataset, corrections)) as view:
+    # A copy: fine-tuning from the page appends tiles to the store and writes beside the map.
+    folder = tmp_path_factory.mktemp("browser") / "tiny"
+    shutil.copytree(tiny_dataset.folder, folder)
+    copied = {key: folder / getattr(tiny_dataset, key).name for key in COPIED}
+    dataset = replace(tiny_dataset, folder=folder, **copied)
+    with serve(view_sources(dataset, folder / "corrections.gpkg")) as view:
         browser.get(view.url)
         _wait(lambda: _find(browser, "canvas"), "the map canvas")
         _wait_for_tiles(browser)
@@ -97,6 +104,12 @@ def _wait(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _texts(browser: Any, prefix: str) -> list[str]:
+    """Texts of the page's divs that start with ``prefix`` (no element kept: pages rebuild)."""
+    script = DEEP_FIND.replace("return found", "return found.map(e => e.textContent.trim())")
+    return [t for t in browser.execute_script(script, "div", None) if t.startswith(prefix)]
 
 
 def _find(browser: Any, selector: str, text: str | None = None) -> list[Any]:
@@ -208,3 +221,47 @@ def test_drawn_polygon_is_saved_to_the_corrections_file(browser: Any, page: Any)
     minx, miny, maxx, maxy = saved.geometry.iloc[0].bounds
     assert 240000 < minx < maxx < 240000 + 1920 and 4780000 - 1920 < miny < maxy < 4780000
     assert size["width"] > 200
+
+
+def test_fine_tune_button_trains_on_the_corrections_and_shows_the_new_map(
+    browser: Any, page: Any
+) -> None:
+    assert page.sources.corrections.is_file()  # the polygon of the test above
+    button = _wait(lambda: _find(browser, "button", "fine-tune on corrections"), "the button")[0]
+    _click(browser, button)
+    notes = _wait(
+        lambda: _texts(browser, "fine-tuned:") or _texts(browser, "fine-tuning failed"),
+        "the fine-tuned page",
+        timeout=240,
+    )
+    assert "corrected tiles" in notes[0], notes
+    new_map = page.state.sources.map
+    assert new_map.name == "landcover-corrected-1.tif" and new_map.is_file()
+    assert (page.state.sources.run / "last.pt").is_file()
+    _wait(lambda: any("/tiles/map/" in u for u in _requests(browser)), "tiles of the new map")
+
+
+def test_dropped_scene_is_predicted_and_shown(browser: Any, page: Any) -> None:
+    scene = page.sources.scenes["scene"]
+    payload = base64.b64encode(scene.read_bytes()).decode()
+    browser.execute_script(
+        """
+        const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0))
+        const transfer = new DataTransfer()
+        transfer.items.add(new File([bytes], 'dropped scene.tif', {type: 'image/tiff'}))
+        document.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true}))
+        """,
+        payload,
+    )
+    _wait(lambda: _texts(browser, "uploaded 001-dropped_scene.tif"), "the upload")
+    _click(browser, _wait(lambda: _find(browser, "button", "predict"), "the predict button")[0])
+    _wait(lambda: _texts(browser, "predicted ") or _texts(browser, "prediction failed"),
+          "the page with the new map", timeout=120)  # fmt: skip
+    assert _texts(browser, "predicted "), _texts(browser, "prediction failed")
+    sources = page.state.sources
+    assert next(iter(sources.scenes)) == "001-dropped_scene"
+    assert sources.map.is_file() and sources.map.parent == page.state.upload_dir
+    _wait(lambda: any("/tiles/scene:001-dropped_scene/" in u for u in _requests(browser)),
+          "tiles of the dropped scene")  # fmt: skip
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == []

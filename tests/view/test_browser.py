@@ -6,6 +6,7 @@ Skipped where no browser is installed; CI installs one (see .ci/run).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import shutil
@@ -80,20 +81,42 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-@pytest.fixture(scope="module")
-def page(
-    browser: Any, tiny_dataset: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Any]:
-    # A copy: fine-tuning from the page appends tiles to the store and writes beside the map.
-    folder = tmp_path_factory.mktemp("browser") / "tiny"
-    shutil.copytree(tiny_dataset.folder, folder)
-    copied = {key: folder / getattr(tiny_dataset, key).name for key in COPIED}
-    dataset = replace(tiny_dataset, folder=folder, **copied)
-    with serve(view_sources(dataset, folder / "corrections.gpkg")) as view:
-        browser.get(view.url)
-        _wait(lambda: _find(browser, "canvas"), "the map canvas")
-        _wait_for_tiles(browser)
+@contextlib.contextmanager
+def _served_copy(dataset: Any, folder: Path) -> Iterator[Any]:
+    """Serve a copy of the tiny dataset: pages append to its store and write beside its map."""
+    shutil.copytree(dataset.folder, folder)
+    copied = {key: folder / getattr(dataset, key).name for key in COPIED}
+    copy = replace(dataset, folder=folder, **copied)
+    with serve(view_sources(copy, folder / "corrections.gpkg")) as view:
         yield view
+
+
+def _load(browser: Any, view: Any) -> Any:
+    browser.get(view.url)
+    _wait(lambda: _find(browser, "canvas"), "the map canvas")
+    _wait_for_tiles(browser)
+    browser.get_log("browser")  # only what the test itself causes is checked after this
+    return view
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dataset: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One server for the tests that leave its sources as they are."""
+    with _served_copy(tiny_dataset, tmp_path_factory.mktemp("browser") / "tiny") as view:
+        yield view
+
+
+@pytest.fixture
+def page(browser: Any, served: Any) -> Any:
+    """A fresh load of the page (tests stay independent under pytest-xdist)."""
+    return _load(browser, served)
+
+
+@pytest.fixture
+def own_page(browser: Any, tiny_dataset: Any, tmp_path: Path) -> Iterator[Any]:
+    """A page on a server of its own, for tests that change what the server shows."""
+    with _served_copy(tiny_dataset, tmp_path / "tiny") as view:
+        yield _load(browser, view)
 
 
 def _wait(condition: Callable[[], Any], what: str, timeout: float = 30) -> Any:
@@ -158,7 +181,11 @@ def _requests(browser: Any) -> list[str]:
     return urls
 
 
-def test_page_loads_locally_without_console_errors(browser: Any, page: Any) -> None:
+def test_page_loads_locally_without_console_errors(browser: Any, served: Any) -> None:
+    browser.get_log("performance")
+    browser.get(served.url)
+    _wait(lambda: _find(browser, "canvas"), "the map canvas")
+    _wait_for_tiles(browser)
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
     urls = _requests(browser)
@@ -194,18 +221,18 @@ def test_toggling_a_class_changes_the_rendered_tiles(browser: Any, page: Any) ->
     _wait_for_tiles(browser)
 
 
-def test_drawn_polygon_is_saved_to_the_corrections_file(browser: Any, page: Any) -> None:
-    from selenium.webdriver.common.action_chains import ActionChains
+def _draw_square(browser: Any) -> None:
+    """Draw a square of 120 px around the map's centre with BokehJS's PolyDrawTool.
 
-    from geotiler.view.corrections import read_corrections
+    Press and hold starts a polygon, taps add corners, press and hold again sets the last
+    corner and closes it.
+    """
+    from selenium.webdriver.common.action_chains import ActionChains
 
     toggle = _wait(lambda: _find(browser, "button", "draw corrections"), "the draw toggle")[0]
     _click(browser, toggle)
     canvas = _map_canvas(browser)
-    size = canvas.size
     points = [(-60, -60), (60, -60), (60, 60), (-60, 60)]
-    # BokehJS's PolyDrawTool: press and hold starts a polygon, taps add corners, press and
-    # hold again sets the last corner and closes it.
     actions = ActionChains(browser)
     actions.move_to_element_with_offset(canvas, *points[0]).click_and_hold().pause(0.7).release()
     for x, y in points[1:-1]:
@@ -213,20 +240,30 @@ def test_drawn_polygon_is_saved_to_the_corrections_file(browser: Any, page: Any)
     actions.pause(0.5).move_to_element_with_offset(canvas, *points[-1])
     actions.click_and_hold().pause(0.7).release()
     actions.perform()
+    _click(browser, toggle)
+
+
+def test_drawn_polygon_is_saved_to_the_corrections_file(browser: Any, page: Any) -> None:
+    from geotiler.view.corrections import read_corrections
+
     path = page.sources.corrections
-    _wait(lambda: path.is_file() and len(read_corrections(path)) == 1, "the saved polygon")
+    before = len(read_corrections(path)) if path.is_file() else 0
+    _draw_square(browser)
+    _wait(lambda: path.is_file() and len(read_corrections(path)) == before + 1, "the polygon")
     saved = read_corrections(path)
-    assert int(saved["class_id"].iloc[0]) == 1  # the first class is the default choice
+    assert int(saved["class_id"].iloc[-1]) == 1  # the first class is the default choice
     assert saved.crs is not None and saved.crs.to_epsg() == 32631
-    minx, miny, maxx, maxy = saved.geometry.iloc[0].bounds
+    minx, miny, maxx, maxy = saved.geometry.iloc[-1].bounds
     assert 240000 < minx < maxx < 240000 + 1920 and 4780000 - 1920 < miny < maxy < 4780000
-    assert size["width"] > 200
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
 def test_fine_tune_button_trains_on_the_corrections_and_shows_the_new_map(
-    browser: Any, page: Any
+    browser: Any, own_page: Any
 ) -> None:
-    assert page.sources.corrections.is_file()  # the polygon of the test above
+    page = own_page
+    _draw_square(browser)
+    _wait(page.sources.corrections.is_file, "the saved polygon")
     button = _wait(lambda: _find(browser, "button", "fine-tune on corrections"), "the button")[0]
     _click(browser, button)
     notes = _wait(
@@ -241,7 +278,8 @@ def test_fine_tune_button_trains_on_the_corrections_and_shows_the_new_map(
     _wait(lambda: any("/tiles/map/" in u for u in _requests(browser)), "tiles of the new map")
 
 
-def test_dropped_scene_is_predicted_and_shown(browser: Any, page: Any) -> None:
+def test_dropped_scene_is_predicted_and_shown(browser: Any, own_page: Any) -> None:
+    page = own_page
     scene = page.sources.scenes["scene"]
     payload = base64.b64encode(scene.read_bytes()).decode()
     browser.execute_script(

@@ -94,6 +94,9 @@ def view(
     if not quiet:
         console.print(f"geotiler view: [bold]{running.url}[/] (Ctrl+C stops it)")
         console.print(f"corrections are saved to {sources.corrections}", highlight=False)
+        console.print(
+            f"uploaded scenes and their maps go to {running.state.upload_dir}", highlight=False
+        )
     if open_browser:
         import webbrowser
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geotiler.errors import InputError
 from geotiler.view.grid import ViewGrid
 from geotiler.view.render import has_overviews
 from geotiler.view.sources import ViewSources
@@ -269,14 +270,22 @@ def start_view(
 
     port = port or free_port(host)
     origins = {f"{name}:{port}" for name in ("127.0.0.1", "localhost", host)}
-    server = Server(
-        {"/": Application(FunctionHandler(modify))},
-        address=host,
-        port=port,
-        allow_websocket_origin=sorted(origins | set(allow_origins)),
-        extra_patterns=make_handlers(state),
-        websocket_max_message_size=64 * 2**20,
-    )
+    try:
+        server = Server(
+            {"/": Application(FunctionHandler(modify))},
+            address=host,
+            port=port,
+            allow_websocket_origin=sorted(origins | set(allow_origins)),
+            extra_patterns=make_handlers(state),
+            websocket_max_message_size=64 * 2**20,
+        )
+    except OSError as exc:
+        if upload_dir is None:
+            folder.rmdir()  # the empty temporary folder made above
+        raise InputError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass another --port, or "
+            "--port 0 for any free one"
+        ) from None
     actual = int(server.port or port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     url = f"http://{shown}:{actual}/"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -37,7 +38,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
         seen.update(options, sources=sources)
         url = f"http://127.0.0.1:{options['port']}/"
-        return _FakeServer(), RunningView(url, options["port"], None, lambda: None)
+        state = SimpleNamespace(upload_dir="/tmp/uploads")
+        return _FakeServer(), RunningView(url, options["port"], state, lambda: None)
 
     monkeypatch.setattr("geotiler.view.server.start_view", fake_start_view)
     return seen
@@ -64,3 +66,16 @@ def test_view_on_all_interfaces_warns(
     assert result.exit_code == 0, result.output
     assert "warning" in result.output and "0.0.0.0" in result.output
     assert started["host"] == "0.0.0.0"
+
+
+def test_a_busy_port_is_one_line(runner: CliRunner, tiny_dataset: Any) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, ["view", str(tiny_dataset.scene), "--port", str(port)])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output

@@ -26,6 +26,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 
 from conftest import serve, view_sources  # noqa: E402
 
+pytestmark = pytest.mark.slow  # seconds each: a browser, or training
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHROME_ARGUMENTS = (
     "--headless=new",

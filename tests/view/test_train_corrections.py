@@ -6,12 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import rasterio
 from typer.testing import CliRunner
 
 from geotiler.cli import app
 from geotiler.store import TileStore
 from geotiler.view.corrections import Correction, write_corrections
+
+pytestmark = pytest.mark.slow  # seconds each: a browser, or training
 
 
 def _square(col0: int, row0: int, size: int, class_id: int) -> Correction:

@@ -86,6 +86,16 @@ def train(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Run folder (default: work/<ds>/run).")
     ] = None,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            help="Corrections GeoPackage from `geotiler view`: fine-tune --resume RUN on them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    correction_weight: Annotated[
+        float, typer.Option(min=1.0, help="Corrected tiles' sampling weight, times the top one.")
+    ] = 4.0,
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     config: ConfigOption = None,
@@ -99,7 +109,10 @@ def train(
     [bold]geotiler train -m segformer-b0 --encoder-weights mit-b0/model.safetensors
     --freeze-encoder 2 --encoder-lr-scale 0.1[/],
     [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
-    [bold]geotiler train --resume work/demo/run --epochs 20[/].
+    [bold]geotiler train --resume work/demo/run --epochs 20[/],
+    [bold]geotiler train --corrections corrections.gpkg --resume work/demo/run --epochs 3[/]
+    (adds the corrected tiles to the store, fine-tunes a copy of the run in RUN-corrected,
+    predicts the scene again and compares the scores before and after).
     """
     from geotiler.train.checkpoint import read_checkpoint
     from geotiler.train.distributed import is_main_process
@@ -116,6 +129,13 @@ def train(
         "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
     }  # fmt: skip
     pipeline = load_pipeline(config)
+    if corrections is not None:
+        if resume is None:
+            raise typer.BadParameter("--corrections needs --resume RUN (the run to fine-tune)")
+        _train_on_corrections(
+            corrections, resume, store, output, cli, correction_weight, overwrite, quiet
+        )
+        return
     name = dataset or pipeline.get("dataset")
     base: dict[str, Any]
     if resume is not None:
@@ -142,6 +162,43 @@ def train(
         )  # fmt: skip
     if not quiet:
         _summary(result)
+
+
+def _train_on_corrections(
+    corrections: Path,
+    run: Path,
+    store: Path | None,
+    output: Path | None,
+    cli: dict[str, Any],
+    weight: float,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    from geotiler.train.corrections import fine_tune_settings, train_on_corrections
+
+    settings = fine_tune_settings(run, {k: v for k, v in cli.items() if v is not None})
+    with _Display(quiet) as display:
+        result = train_on_corrections(
+            corrections, run, settings, store=store, output=output, weight_factor=weight,
+            overwrite=overwrite, callbacks=display.callbacks(),
+        )  # fmt: skip
+    if quiet:
+        return
+    table = Table(
+        title=f"fine-tuned on {result.tiles_added} corrected tiles",
+        title_justify="left",
+        caption=f"run {result.run_dir}" + (f"; new map {result.map}" if result.map else ""),
+        caption_justify="left",
+    )
+    for column in ("score", "before", "after"):
+        table.add_column(column, justify="left" if column == "score" else "right")
+    b, a = result.before, result.after
+    table.add_row(
+        "corrected pixels: accuracy", _pct(b.corrected_accuracy), _pct(a.corrected_accuracy)
+    )
+    table.add_row("validation split: mIoU", _pct(b.val_miou), _pct(a.val_miou))
+    table.add_row("validation split: accuracy", _pct(b.val_accuracy), _pct(a.val_accuracy))
+    console.print(table)
 
 
 class _Display:

@@ -21,7 +21,15 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import StoreError
 from geotiler.grid import Grid
 from geotiler.tiles.filters import TileIndex
-from geotiler.tiles.schema import FORMAT, SPLITS, DecisionAttrs, SceneRecord, Split, StoreAttrs
+from geotiler.tiles.schema import (
+    FORMAT,
+    SOURCES,
+    SPLITS,
+    DecisionAttrs,
+    SceneRecord,
+    Split,
+    StoreAttrs,
+)
 from geotiler.tiles.verify import incomplete_message, unreadable_tile, verify_on_open
 
 log = logging.getLogger(__name__)
@@ -264,8 +272,15 @@ class TileStore:
             raise unreadable_tile(self.path, self.attrs.to_raw(), i, exc) from exc
 
     @cached_property
+    def sources(self) -> np.ndarray:
+        """Per tile: 0 cut by ``tile``, 1 added from corrections (all 0 without ``source``)."""
+        if "source" in self._group["index"].array_keys():
+            return self.column("source")
+        return np.zeros(len(self), np.uint8)
+
+    @cached_property
     def index(self) -> pd.DataFrame:
-        """One row per stored tile: scene, row, col, verdict, split, weight, fractions, counts."""
+        """One row per stored tile: scene, row, col, verdict, split, weight, source, counts."""
         tile_px = self.tile_size**2
         valid = self.column("valid_px")
         cloudy = self.column("cloudy_px")
@@ -278,6 +293,7 @@ class TileStore:
                 "verdict": pd.Categorical.from_codes(self._verdict, verdicts),
                 "split": pd.Categorical.from_codes(self._split, list(SPLITS)),
                 "weight": self._weight,
+                "source": pd.Categorical.from_codes(self.sources, list(SOURCES)),
                 "valid_fraction": valid / tile_px,
                 "cloud_fraction": np.where(cloudy < 0, np.nan, cloudy / np.maximum(valid, 1)),
             }

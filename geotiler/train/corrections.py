@@ -77,7 +77,8 @@ def append_corrected_tiles(
             label = _rasterise(local, grid.transform, row, col, size, nodata)
             images.append(_read_window(record.image, row, col, size, store.image_dtype))
             masks.append(label)
-            counts = np.bincount(label.ravel(), minlength=256)[: store.num_classes]
+            # Class counts are of labelled pixels only, as the tile stage counts them.
+            counts = np.bincount(label[label != nodata], minlength=256)[: store.num_classes]
             for key, value in zip(
                 STAT_COLUMNS,
                 (scene_id, row, col, int((label != nodata).sum()), -1, counts),

@@ -74,7 +74,7 @@ def plan_jobs(
     """
     scenes = resolve_scenes(inputs)
     folder = Path(out_dir)
-    found = recognise(folder)
+    found = recognise(folder) if folder.is_dir() else None
     if found is not None:
         raise InputError(
             f"{folder}: is {WHAT[found]}, not a folder of maps; choose another -o (maps go to "

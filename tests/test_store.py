@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_geotiff  # at import: later conftests (train/, view/) take the name
 
 import geotiler.tiles.writer
 from geotiler.cli import app
@@ -172,7 +173,6 @@ def test_single_grid_seasons_write_the_same_store_as_before(runner, tmp_path) ->
     import hashlib
 
     import zarr
-    from conftest import write_geotiff
 
     rng = np.random.default_rng(11)
     coarse = rng.integers(0, 5, size=(12, 10))

@@ -155,13 +155,18 @@ class StoreWriter:
         self._unit_first[unit] = first
         self.next_id += len(batch)
         skip = max(0, self.written + self._queued() - first)
-        if skip < len(batch):
-            kept = batch.take(skip) if skip else batch
-            self._pending.append((np.full(len(kept), scene, np.int32), kept))
+        if skip >= len(batch):
+            return
+        kept = batch.take(skip) if skip else batch
+        self._pending.append((np.full(len(kept), scene, np.int32), kept))
         while self._queued() >= self.shard_tiles:
             self._write_next(self.shard_tiles)
-        # Copy the few tiles left over so the unit's whole batch can be freed now.
-        self._pending = [(s.copy(), b.copy()) for s, b in self._pending]
+        if self._pending:
+            # Copy the few tiles left over so the unit's whole batch can be freed now. Only the
+            # last queued part can be this unit's (the others were copied when added): copying
+            # them all again cost O(shard²) for units of one tile (chips).
+            scenes, rest = self._pending[-1]
+            self._pending[-1] = (scenes, rest.copy())
 
     def _queued(self) -> int:
         return sum(len(b) for _, b in self._pending)

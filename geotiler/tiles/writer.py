@@ -25,7 +25,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 from geotiler.errors import OutputExistsError, StoreError
 from geotiler.tiles.cut import TileBatch
 from geotiler.tiles.schema import DecisionAttrs, StoreAttrs, WriteProgress
-from geotiler.tiles.store import read_attrs, save_attrs, write_decisions
+from geotiler.tiles.store import read_attrs, save_attrs, write_decision_arrays
 
 INDEX_CHUNK_ROWS = 16384
 INDEX_FLUSH_TILES = 1024
@@ -194,7 +194,7 @@ class StoreWriter:
         """Write the last partial shard, trim the arrays to the tiles written; returns N."""
         if self._queued():
             self._write_next(self._queued())
-        self._flush_index()
+        self._flush_index(record=False)  # the progress saved below covers it
         total = self.written
         if total == 0:
             return 0
@@ -217,8 +217,8 @@ class StoreWriter:
         if self.written - self._flushed >= INDEX_FLUSH_TILES:
             self._flush_index()
 
-    def _flush_index(self) -> None:
-        """Write the queued index rows and record the progress up to them.
+    def _flush_index(self, *, record: bool = True) -> None:
+        """Write the queued index rows and (``record``) record the progress up to them.
 
         Each write rewrites a whole index chunk, so rows are written every ``INDEX_FLUSH_TILES``
         tiles rather than every shard (that cost a sixth of the writer's time). Progress moves
@@ -232,7 +232,8 @@ class StoreWriter:
             index[name][self._flushed : self.written] = rows
         self._index_parts = []
         self._flushed = self.written
-        self._save_progress(self._resume_point(self._flushed))
+        if record:
+            self._save_progress(self._resume_point(self._flushed))
 
     def _resume_point(self, done: int) -> WriteProgress:
         if done >= self.next_id:
@@ -251,11 +252,13 @@ class StoreWriter:
         *,
         skipped: Sequence[str] = (),
     ) -> None:
-        """Write the decision arrays and attrs, then ``complete: true`` (last).
+        """Write the decision arrays, then the attrs with the decisions and ``complete: true``.
 
-        ``skipped`` names scenes left out because they could not be read (``--skip-bad``).
+        ``skipped`` names scenes left out because they could not be read (``--skip-bad``). The
+        attrs are saved once: each save rewrites every scene's record (a quarter of a second
+        for 2000 chips), and until it the store reads as unfinished, so a re-run decides again.
         """
-        write_decisions(self.group, decisions, arrays)
+        write_decision_arrays(self.group, decisions, arrays)
         plan = {**self.attrs.plan, "skipped scenes": list(skipped)} if skipped else self.attrs.plan
         update = {"decisions": decisions, "plan": plan, "complete": True}
         self.attrs = self.attrs.model_copy(update=update)

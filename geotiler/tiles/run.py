@@ -27,7 +27,6 @@ import rasterio
 from geotiler import __version__
 from geotiler.catalog import Catalog, ClassTable
 from geotiler.errors import GeotilerError, InputError, RasterError
-from geotiler.grid import Grid
 from geotiler.parallel import use_scheduler
 from geotiler.tiles.classes import resolve_classes
 from geotiler.tiles.cut import TileArrays, TileBatch, cut_unit, empty_batch
@@ -86,8 +85,7 @@ class TileInputs:
     ) -> TileInputs:
         """Scenes named by ``images``' keys on one grid, sharing ``mask`` (one group)."""
         scenes = [
-            Scene(name, path, mask, Grid.from_raster(path), group=Path(mask).stem)
-            for name, path in images.items()
+            Scene.read(name, Path(path), mask, Path(mask).stem) for name, path in images.items()
         ]
         return cls(attach_clouds(scenes, clouds or {}), classes, bands)
 

@@ -16,7 +16,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -55,6 +55,8 @@ CHIP_SHARD_TILES = 256
 UNIT_TILE_BYTES = 128 * 2**20
 """Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
 UNITS_AHEAD = 2
+TASK_TILES = 16
+"""Small scenes' units are cut this many tiles to a thread pool task (see :func:`_tasks`)."""
 PIECE_COLS = 2048
 
 
@@ -325,6 +327,10 @@ class _Reading:
             piece_cols=PIECE_COLS,
         )
 
+    def cut_units(self, units: list[tuple[np.ndarray, int]]) -> list[TileBatch]:
+        """:meth:`cut` each of ``units`` (tiles, scene number), in order."""
+        return [self.cut(tiles, number) for tiles, number in units]
+
     def cut(self, tiles: np.ndarray, number: int) -> TileBatch:
         try:
             if self._small(number):
@@ -365,17 +371,38 @@ def _stream(
     start = writer.resume_unit
     progress(sum(len(tiles) for tiles, _ in units[:start]))
     threads = (workers or _cpus()) if reading.parallel else 1
+    tasks = _tasks(units, start, TASK_TILES if reading.parallel else 0)
     ahead_count = UNITS_AHEAD * threads
     with _workers(threads) as pool:
-        ahead = deque(
-            pool.submit(reading.cut, *unit) for unit in units[start : start + ahead_count]
-        )
-        for number in range(start, len(units)):
-            batch = ahead.popleft().result()
-            if number + ahead_count < len(units):
-                ahead.append(pool.submit(reading.cut, *units[number + ahead_count]))
-            writer.add(number, units[number][1], batch)
-            progress(len(units[number][0]))
+
+        def submit(task: range) -> Future[list[TileBatch]]:
+            return pool.submit(reading.cut_units, [units[n] for n in task])
+
+        ahead = deque(submit(task) for task in tasks[:ahead_count])
+        for number, task in enumerate(tasks):
+            batches = ahead.popleft().result()
+            if number + ahead_count < len(tasks):
+                ahead.append(submit(tasks[number + ahead_count]))
+            for unit, batch in zip(task, batches, strict=True):
+                writer.add(unit, units[unit][1], batch)
+                progress(len(units[unit][0]))
+
+
+def _tasks(units: list[tuple[np.ndarray, int]], start: int, min_tiles: int) -> list[range]:
+    """Units cut per pool task from ``start`` on: consecutive ones up to ``min_tiles`` tiles.
+
+    With ``min_tiles`` 0, one unit a task. Small scenes go several to a task: with one tile a
+    unit (chips), a future and two thread wake-ups per unit held the GIL for a tenth of a run.
+    """
+    tasks, first, tiles = [], start, 0
+    for number in range(start, len(units)):
+        tiles += len(units[number][0])
+        if tiles >= min_tiles:
+            tasks.append(range(first, number + 1))
+            first, tiles = number + 1, 0
+    if first < len(units):
+        tasks.append(range(first, len(units)))
+    return tasks
 
 
 def _thread_env() -> None:

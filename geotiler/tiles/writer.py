@@ -68,6 +68,7 @@ class StoreWriter:
         self.resume_unit = progress.unit
         self.next_id = self.written - progress.skip
         self._pending: list[tuple[np.ndarray, TileBatch]] = []
+        self._pending_tiles = 0
         self._unit_first: dict[int, int] = {}
         self._index_parts: list[dict[str, np.ndarray]] = []
         self._flushed = self.written  # index rows (and the recorded progress) reach this tile
@@ -159,6 +160,7 @@ class StoreWriter:
             return
         kept = batch.take(skip) if skip else batch
         self._pending.append((np.full(len(kept), scene, np.int32), kept))
+        self._pending_tiles += len(kept)
         while self._queued() >= self.shard_tiles:
             self._write_next(self.shard_tiles)
         if self._pending:
@@ -169,7 +171,7 @@ class StoreWriter:
             self._pending[-1] = (scenes, rest.copy())
 
     def _queued(self) -> int:
-        return sum(len(b) for _, b in self._pending)
+        return self._pending_tiles
 
     def _write_next(self, count: int) -> None:
         """Write the first ``count`` queued tiles (slices, joined only across batches)."""
@@ -183,6 +185,7 @@ class StoreWriter:
             else:
                 self._pending[0] = (scenes[n:], batch.take(n))
             count -= n
+            self._pending_tiles -= n
         if len(parts) == 1:
             self._write(*parts[0])
         else:

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid, crs_name
-from geotiler.io import open_raster
+from geotiler.tiles.files import open_file
 
 Resampled = Literal["nearest", "mode"]
 RATIO_TOLERANCE = 1e-3
@@ -59,7 +59,7 @@ class MaskReader:
 
     def read(self, window: Window) -> np.ndarray:
         """Class ids ``(rows, cols)`` of the image-grid ``window``."""
-        with open_raster(self.path) as dataset:
+        with open_file(self.path) as dataset:
             if self.resampled is None:
                 return self._ids(dataset.read(self._bands, window=window), window)
             rows, cols = int(window.height), int(window.width)
@@ -144,7 +144,7 @@ def mask_reader(image: Grid, image_path: str, mask_path: str, classes: ClassTabl
             class table has no colours for it.
         GridMismatchError: another CRS or another extent than the image.
     """
-    with open_raster(mask_path) as dataset:
+    with open_file(mask_path) as dataset:
         count, dtype = dataset.count, dataset.dtypes[0]
         grid = Grid.from_dataset(dataset)
     rgb = count in (3, 4)

@@ -26,7 +26,8 @@ from typing import Any, Literal
 from geotiler.catalog import Catalog
 from geotiler.errors import InputError, RasterError
 from geotiler.grid import Grid
-from geotiler.io import block_layout, open_raster
+from geotiler.io import block_layout
+from geotiler.tiles.files import open_file
 from geotiler.tiles.schema import Split
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def read_image(path: str | PathLike[str]) -> tuple[Grid, ImageInfo]:
     Raises:
         RasterError: the file is missing or not a raster.
     """
-    with open_raster(path) as dataset:
+    with open_file(path) as dataset:
         return Grid.from_dataset(dataset), ImageInfo.of(dataset)
 
 

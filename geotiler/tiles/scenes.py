@@ -74,7 +74,7 @@ class ImageInfo:
 
 
 def read_image(path: str | PathLike[str]) -> tuple[Grid, ImageInfo]:
-    """An image's grid and :class:`ImageInfo`, from one open (each costs a chip's decode's worth).
+    """An image's grid and :class:`ImageInfo`, from one open (chips pay each open per file).
 
     Raises:
         RasterError: the file is missing or not a raster.

@@ -3,8 +3,9 @@
 One big scene (the default): generates a ``--size`` x ``--size`` (``--height`` rows if given) x
 10-band uint16 scene (tiled 512 px, deflate) and a uint8 mask, then measures each method in its
 own subprocess on the same files: once to warm the OS cache, then ``--repeat`` rounds of timed
-runs, the methods taking turns (median reported, with the load average at each run, the
-subprocess's peak RSS and its whole wall time, start-up included):
+runs, the methods taking turns. Reported: the median rate, the load average at each run, the
+subprocess's CPU time per tile over all its threads (steadier than wall time on a busy shared
+machine), its peak RSS and its whole wall time, start-up included:
 
 - ours: ``make_tiles`` (Zarr store, per-tile stats, splits), default settings;
 - raw read: one pass over the scene and the mask in block-aligned full-width row bands, one thread
@@ -214,12 +215,13 @@ def pil_read(folder: Path) -> int:
 
 
 def child(method: str, folder: Path, tile: int, limit: int) -> None:
-    """Run one method in this process and print tiles, seconds and peak RSS as JSON."""
+    """Run one method in this process and print tiles, seconds, CPU seconds (every thread's) and
+    peak RSS as JSON."""
     for previous in (folder / "tiles.zarr", folder / "seed"):  # the last run's output, untimed
         shutil.rmtree(previous, ignore_errors=True)
     os.sync()  # and its writes flushed, so they do not land in this run's time
     chips = (folder / "classes.json").exists()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     if method == "ours":
         tiles = ours_chips(folder) if chips else ours(folder, tile)
     elif method == "pil":
@@ -228,9 +230,14 @@ def child(method: str, folder: Path, tile: int, limit: int) -> None:
         tiles = raw_read(folder, tile)
     else:
         tiles = seed(folder, tile, limit)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tiles": tiles, "seconds": seconds, "rss_mib": rss}))
+    print(json.dumps({"tiles": tiles, "seconds": seconds, "cpu": cpu, "rss_mib": rss}))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(
@@ -261,6 +268,7 @@ def measure(
             "rss": max(r["rss_mib"] for r in done),
             "load": statistics.median(r["load"] for r in done),
             "wall": statistics.median(r["wall"] for r in done),
+            "cpu ms": statistics.median(1000 * r["cpu"] / r["tiles"] for r in done),
             "tiles": done[0]["tiles"],
         }
     return results
@@ -325,13 +333,13 @@ def main() -> None:
             print(f"scene {args.size} x {height} x {BANDS} uint16, tiles {args.tile} px")
         print(
             f"{'method':38} {'tiles':>6} {'tiles/s':>8} {'(min-max)':>16} "
-            f"{'peak RSS':>9} {'process':>8} {'load':>5}"
+            f"{'CPU ms/tile':>11} {'peak RSS':>9} {'process':>8} {'load':>5}"
         )
         for method, r in results.items():
             spread = f"({r['min']:.1f}-{r['max']:.1f})"
             print(
                 f"{NAMES[method]:38} {r['tiles']:6d} {r['tiles/s']:8.1f} {spread:>16} "
-                f"{r['rss']:6.0f} MiB {r['wall']:7.2f}s {r['load']:5.1f}"
+                f"{r['cpu ms']:11.2f} {r['rss']:6.0f} MiB {r['wall']:7.2f}s {r['load']:5.1f}"
             )
         if "ours" in results:
             for method, goal in GOALS.items():

@@ -75,3 +75,33 @@ def test_open_file_says_what_is_wrong_like_open_raster(tmp_path: Path, with_env:
         with open_file(good) as dataset:
             assert dataset.crs is None
             assert np.array_equal(dataset.read(1), np.arange(64).reshape(8, 8))
+
+
+def test_many_scenes_save_the_attrs_a_bounded_number_of_times(tmp_path, monkeypatch) -> None:
+    """Each attrs save rewrites every scene's record: with many chips, progress is recorded a
+    few times a run, not every flush (which grew with the square of the chips)."""
+    import geotiler.tiles.writer
+    from geotiler.tiles.run import TileSettings, run_tile
+
+    for n in range(12):
+        labels = np.full((16, 16), 1 + n % 2, np.uint8)
+        Image.fromarray(np.stack([labels * 90] * 3, axis=2)).save(tmp_path / f"c{n:02d}.png")
+        Image.fromarray(labels).save(tmp_path / f"c{n:02d}_mask.png")
+    (tmp_path / "classes.json").write_text(json.dumps({"1": "a", "2": "b"}))
+    monkeypatch.setattr(geotiler.tiles.writer, "INDEX_FLUSH_TILES", 1)
+    saves = []
+    real_save = geotiler.tiles.writer.save_attrs
+
+    def counting_save(group, attrs) -> None:
+        saves.append(attrs.progress.tiles_written)
+        real_save(group, attrs)
+
+    monkeypatch.setattr(geotiler.tiles.writer, "save_attrs", counting_save)
+    settings = TileSettings(classes=str(tmp_path / "classes.json"), shard_tiles=1)
+    store = run_tile(
+        None, None, settings, images=[str(tmp_path / "c*[0-9].png")],
+        masks=[str(tmp_path / "*_mask.png")], output=tmp_path / "t.zarr",
+    )  # fmt: skip
+    assert len(store) == 12
+    # created, progress every 12 // PROGRESS_SAVES = 3 tiles, finished, complete
+    assert saves == [0, 3, 6, 9, 12, 12, 12]

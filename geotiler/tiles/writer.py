@@ -232,8 +232,9 @@ class StoreWriter:
         """Write the queued index rows and (``record``) record the progress up to them.
 
         Each write rewrites a whole index chunk, so rows are written every ``INDEX_FLUSH_TILES``
-        tiles or more (:meth:`_flush_tiles`) rather than every shard (that cost a sixth of the writer's time). Progress moves
-        with the index: a resumed run rewrites the shards written after the last flush.
+        tiles or more (:meth:`_flush_tiles`) rather than every shard (that cost a sixth of the
+        writer's time). Progress moves with the index: a resumed run rewrites the shards written
+        after the last flush.
         """
         if not self._index_parts:
             return

@@ -114,17 +114,17 @@ class MaskReader:
         return self._colour_ids(values, window)
 
     def _colour_ids(self, rgb: np.ndarray, window: Window | None) -> np.ndarray:
-        keys = (
-            (rgb[0].astype(np.int64) << 16)
-            | (rgb[1].astype(np.int64) << 8)
-            | rgb[2].astype(np.int64)
-        )
+        from geotiler.tiles.colours import colour_ids_kernel  # numba: lazily
+
+        out = np.empty(rgb.shape[1:], np.uint8)
         table = np.asarray(self.colours, np.int64)
-        at = np.clip(np.searchsorted(table, keys), 0, len(table) - 1)
-        unknown = table[at] != keys
-        if unknown.any():
-            row, col = (int(v[0]) for v in np.nonzero(unknown))
-            key = int(keys[row, col])
+        ids = np.asarray(self.colour_ids, np.uint8)
+        first_unknown = colour_ids_kernel(np.ascontiguousarray(rgb), table, ids, out)
+        if first_unknown >= 0:
+            row, col = divmod(int(first_unknown), rgb.shape[2])
+            key = (
+                (int(rgb[0, row, col]) << 16) | (int(rgb[1, row, col]) << 8) | int(rgb[2, row, col])
+            )
             where = f"pixel (row {row}, col {col}) of the window read"
             if window is not None:
                 row, col = int(window.row_off) + row, int(window.col_off) + col
@@ -133,7 +133,7 @@ class MaskReader:
                 f"{self.path}: colour #{key:06x} at {where} is not a colour of the class table; "
                 "add it to --classes (id, name, color) or fix the mask"
             )
-        return np.asarray(self.colour_ids, np.uint8)[at]
+        return out
 
 
 def mask_reader(image: Grid, image_path: str, mask_path: str, classes: ClassTable) -> MaskReader:

@@ -105,7 +105,8 @@ class MaskReader:
 
     def _ids(self, values: np.ndarray, window: Window | None) -> np.ndarray:
         if not self.rgb:
-            if values.size and (values.min() < 0 or values.max() > 255):
+            fits = values.dtype == np.uint8  # else look (two passes over the pixels)
+            if not fits and values.size and (values.min() < 0 or values.max() > 255):
                 bad = int(values.max()) if values.max() > 255 else int(values.min())
                 raise InputError(
                     f"{self.path}: mask value {bad} does not fit 0..255; class ids must be uint8"

@@ -18,13 +18,13 @@ import numpy as np
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
-from geotiler.io import block_layout, open_raster, require_single_band_integer
+from geotiler.io import open_raster, require_single_band_integer
 from geotiler.limits import check_tile_memory
 from geotiler.tiles.footprints import read_area, touching
 from geotiler.tiles.layout import TileLayout, plan_units, tile_rows_per_band
 from geotiler.tiles.masks import mask_reader
 from geotiler.tiles.read import VISIBLE_BANDS, Sources
-from geotiler.tiles.scenes import Scene
+from geotiler.tiles.scenes import ImageInfo, Scene, read_image
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +102,6 @@ class TilePlan:
         )
 
 
-@dataclass(frozen=True)
-class _Opened:
-    count: int
-    dtype: str
-    nodata: float | None
-    blocks: tuple[int, int]
-    descriptions: tuple[str, ...]
-
-
 def make_plan(
     scenes: list[Scene],
     classes: ClassTable,
@@ -179,16 +170,9 @@ def make_plan(
     )
 
 
-def _open(scene: Scene) -> _Opened:
-    with open_raster(scene.image) as dataset:
-        layout = block_layout(dataset)
-        return _Opened(
-            count=dataset.count,
-            dtype=dataset.dtypes[0],
-            nodata=dataset.nodata,
-            blocks=(layout.block_rows, layout.block_cols),
-            descriptions=tuple(d or "" for d in dataset.descriptions),
-        )
+def _open(scene: Scene) -> ImageInfo:
+    """The scene's image info: as the resolver read it, else from the file."""
+    return scene.info if scene.info is not None else read_image(scene.image)[1]
 
 
 def _check_seasons(scenes: list[Scene]) -> None:
@@ -250,7 +234,11 @@ def _active(layout: TileLayout, scene: Scene, aoi: str | None) -> np.ndarray:
 
 
 def _sources(
-    scene: Scene, info: _Opened, classes: ClassTable, bands: tuple[str, ...], settings: PlanSettings
+    scene: Scene,
+    info: ImageInfo,
+    classes: ClassTable,
+    bands: tuple[str, ...],
+    settings: PlanSettings,
 ) -> Sources:
     if scene.mask is None:
         raise InputError(f"{scene.image}: scene {scene.name!r} has no mask; pass --mask")

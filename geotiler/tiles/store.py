@@ -105,7 +105,16 @@ def write_decisions(group: Any, decisions: DecisionAttrs, arrays: dict[str, np.n
     The store is marked incomplete while they change; the caller marks it complete again.
     """
     attrs = attrs_of(group)
-    save_attrs(group, attrs.model_copy(update={"complete": False}))
+    if attrs.complete:  # each save rewrites every scene's record: skip the ones not needed
+        save_attrs(group, attrs.model_copy(update={"complete": False}))
+    write_decision_arrays(group, decisions, arrays)
+    save_attrs(group, attrs.model_copy(update={"decisions": decisions, "complete": False}))
+
+
+def write_decision_arrays(
+    group: Any, decisions: DecisionAttrs, arrays: dict[str, np.ndarray]
+) -> None:
+    """Replace the decision arrays of an incomplete store (the caller saves the attrs)."""
     meanings = {"verdict": decisions.verdicts, "split": decisions.splits}
     index = group["index"]
     for name, values in arrays.items():
@@ -126,7 +135,6 @@ def write_decisions(group: Any, decisions: DecisionAttrs, arrays: dict[str, np.n
                     "flag_meanings": " ".join(m.replace(" ", "_") for m in meanings[name]),
                 }
             )
-    save_attrs(group, attrs.model_copy(update={"decisions": decisions, "complete": False}))
 
 
 def mark_complete(group: Any) -> None:

@@ -19,11 +19,19 @@ from geotiler.train.settings import TrainSettings
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter], TrainSettings], Optimizer]
 
+
+def peak_lr(settings: TrainSettings) -> float:
+    """The learning rate of resolved settings (the recipe fills it when not given)."""
+    if settings.lr is None:
+        raise ValueError("settings.lr is not resolved: plan the run with geotiler.train.recipe")
+    return settings.lr
+
+
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay),
-    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay),
+    "adam": lambda p, s: torch.optim.Adam(p, lr=peak_lr(s), weight_decay=s.weight_decay),
+    "adamw": lambda p, s: torch.optim.AdamW(p, lr=peak_lr(s), weight_decay=s.weight_decay),
     "sgd": lambda p, s: torch.optim.SGD(
-        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
+        p, lr=peak_lr(s), momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
     ),
 }
 
@@ -74,11 +82,11 @@ def build_schedule(
         return Schedule(StepLR(optimizer, settings.step_size, settings.gamma), per_batch=False)
     if name == "cosine":
         return Schedule(
-            CosineAnnealingLR(optimizer, steps, eta_min=settings.lr * 0.01), per_batch=True
+            CosineAnnealingLR(optimizer, steps, eta_min=peak_lr(settings) * 0.01), per_batch=True
         )
     if name == "onecycle" and steps >= 3:
         # Warm up over 20% of the steps, but over at least 1.5 steps so both phases exist.
         warmup = min(0.5, max(0.2, 1.5 / steps))
-        cycle = OneCycleLR(optimizer, max_lr=settings.lr, total_steps=steps, pct_start=warmup)
+        cycle = OneCycleLR(optimizer, max_lr=peak_lr(settings), total_steps=steps, pct_start=warmup)
         return Schedule(cycle, per_batch=True)
     return Schedule(None, per_batch=False)

@@ -2,7 +2,10 @@
 
 A checkpoint (``best.pt``) or an exported ``model.onnx`` carries everything inference needs: band
 names and their normalisation, the class table and the tile size. :func:`load_predictor` picks the
-runtime by file suffix. On CUDA the torch path runs in channels-last layout under autocast (fp16).
+runtime by file suffix, and for a checkpoint the member it predicts with: the network, the pixel
+baseline (:class:`PixelPredictor`) or their average (:class:`EnsemblePredictor`), as validation
+chose at training time unless ``use`` says otherwise. On CUDA the torch path runs in channels-last
+layout under autocast (fp16).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,6 +24,13 @@ from geotiler.errors import InputError
 from geotiler.io import atomic_output
 
 ONNX_META_KEY = "geotiler"
+Member = Literal["auto", "network", "baseline", "ensemble"]
+MEMBERS: tuple[str, ...] = ("auto", "network", "baseline", "ensemble")
+ONNX_META_KEYS = (
+    "bands", "band_mean", "band_std", "band_low", "band_high", "num_classes", "tile_size",
+    "nodata", "model",
+)  # fmt: skip
+_MEMBER_KEYS = {"network": "network", "baseline": "pixel-gbm", "ensemble": "ensemble"}
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -48,8 +58,19 @@ class _Normalised:
         self.mean = np.asarray(meta["band_mean"], np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(meta["band_std"], np.float32).reshape(1, -1, 1, 1)
         self.std = np.where(std > 0, std, 1.0).astype(np.float32)  # as in training: constant bands
+        low, high = meta.get("band_low"), meta.get("band_high")
+        self.clip = (
+            None
+            if low is None or high is None
+            else (
+                np.asarray(low, np.float32).reshape(1, -1, 1, 1),
+                np.asarray(high, np.float32).reshape(1, -1, 1, 1),
+            )
+        )
 
     def normalise(self, batch: np.ndarray) -> np.ndarray:
+        if self.clip is not None:
+            batch = np.clip(batch, *self.clip)
         return ((batch - self.mean) / self.std).astype(np.float32, copy=False)
 
 
@@ -100,30 +121,117 @@ class OnnxPredictor(_Normalised):
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+class PixelPredictor(_Normalised):
+    """The pixel baseline of a checkpoint: per-tile features of raw values, then LightGBM."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        from geotiler.train.baseline import PixelBaseline
+
+        super().__init__(meta)
+        self.baseline = PixelBaseline.from_checkpoint(meta["baseline"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.baseline.predict_proba(batch.astype(np.float32, copy=False))
+
+
+class EnsemblePredictor:
+    """The network's and the pixel baseline's probabilities, averaged with ``network_weight``."""
+
+    def __init__(
+        self, network: TorchPredictor, pixel: PixelPredictor, network_weight: float = 0.5
+    ) -> None:
+        self.network, self.pixel, self.network_weight = network, pixel, network_weight
+        self.bands, self.num_classes = network.bands, network.num_classes
+        self.tile_size, self.classes = network.tile_size, network.classes
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        weight = self.network_weight
+        return weight * self.network(batch) + (1 - weight) * self.pixel(batch)
+
+
+def checkpoint_member(content: dict[str, Any], use: str, where: Path) -> str:
+    """What a checkpoint predicts with: ``network``, ``pixel-gbm`` or ``ensemble``.
+
+    ``use`` ``auto`` is the member validation chose in training (the network for checkpoints
+    from before the pixel baseline). Asking for a member the checkpoint lacks is an InputError.
+    """
+    if use not in MEMBERS:
+        raise InputError(f"--use {use!r}: use one of {', '.join(MEMBERS)}")
+    has_network = content["model"].get("architecture") != "pixel-gbm"
+    has_baseline = content.get("baseline") is not None
+    chosen = (content.get("ensemble") or {}).get("use", "network")
+    member = chosen if use == "auto" else _MEMBER_KEYS[use]
+    if member != "network" and not has_baseline:
+        raise InputError(
+            f"{where}: has no pixel baseline (trained with --no-baseline or before it existed); "
+            "use --use network"
+        )
+    if member != "pixel-gbm" and not has_network:
+        raise InputError(f"{where}: a pixel-gbm checkpoint has no network; use --use baseline")
+    return str(member)
+
+
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto"
-) -> TorchPredictor | OnnxPredictor:
-    """A predictor from a checkpoint (``.pt``) or an ONNX export (``.onnx``)."""
+    path: str | os.PathLike[str], *, device: str = "auto", use: Member | str = "auto"
+) -> TorchPredictor | OnnxPredictor | PixelPredictor | EnsemblePredictor:
+    """A predictor from a checkpoint (``.pt``) or an ONNX export (``.onnx``).
+
+    ``use`` picks the member of a checkpoint: ``auto`` (what validation chose), ``network``,
+    ``baseline`` or ``ensemble``.
+    """
     where = Path(path)
     if where.suffix == ".onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")
+        if use not in ("auto", "network"):
+            raise InputError(f"{where}: an ONNX model holds a network only; drop --use {use}")
         return OnnxPredictor(where)
-    from geotiler.train.checkpoint import load_checkpoint
+    from geotiler.train.checkpoint import read_checkpoint, rebuild_model
 
-    model, meta = load_checkpoint(where)
-    return TorchPredictor(model, meta, resolve_device(device))
+    content = read_checkpoint(where)
+    member = checkpoint_member(content, use, where)
+    if member == "pixel-gbm":
+        meta = {k: v for k, v in content.items() if k not in ("state_dict", "resume")}
+        return PixelPredictor(meta)
+    model, meta = rebuild_model(content, where)
+    network = TorchPredictor(model, meta, resolve_device(device))
+    if member == "ensemble":
+        weight = float((content.get("ensemble") or {}).get("network_weight", 0.5))
+        return EnsemblePredictor(network, PixelPredictor(meta), weight)
+    return network
 
 
 def export_onnx(
-    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    use: Member | str = "auto",
 ) -> Path:
-    """Export a checkpoint to ONNX with dynamic batch and spatial axes and geotiler metadata."""
+    """Export a checkpoint's network to ONNX with dynamic batch and spatial axes and metadata.
+
+    ONNX holds a network only: a ``pixel-gbm`` checkpoint, or one that predicts with the
+    network and the pixel baseline averaged, is refused unless ``use`` is ``network``, so an
+    export never silently drops what predict would use.
+    """
+    from geotiler.train.checkpoint import read_checkpoint, rebuild_model
+
+    where = Path(checkpoint)
+    content = read_checkpoint(where)
+    if content["model"].get("architecture") == "pixel-gbm":
+        raise InputError(
+            f"{where}: a pixel-gbm model (LightGBM) has no ONNX export here; export it to .pt "
+            "(geotiler export CHECKPOINT -o model.pt) and predict with that"
+        )
+    member = checkpoint_member(content, use, where)
+    if member != "network":
+        raise InputError(
+            f"{where}: predicts with {member} (chosen on validation); ONNX can hold only the "
+            "network: pass --use network to export it alone, or export to .pt to keep both"
+        )
     onnx = _import_or_explain("onnx")
     _import_or_explain("onnxscript")
-    from geotiler.train.checkpoint import load_checkpoint
-
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = rebuild_model(content, where)
     tile = int(meta.get("tile_size") or 256)
     example = torch.zeros(2, len(meta["bands"]), tile, tile)
     dynamic = torch.export.Dim.DYNAMIC
@@ -139,12 +247,7 @@ def export_onnx(
         if program is None:  # pragma: no cover - dynamo export always returns a program
             raise InputError(f"{checkpoint}: ONNX export produced nothing")
         proto = program.model_proto
-        plain = {
-            k: v
-            for k, v in meta.items()
-            if k
-            in ("bands", "band_mean", "band_std", "num_classes", "tile_size", "nodata", "model")
-        }
+        plain = {k: v for k, v in meta.items() if k in ONNX_META_KEYS}
         plain["classes"] = meta["classes"].model_dump(mode="json")
         entry = proto.metadata_props.add()
         entry.key, entry.value = ONNX_META_KEY, json.dumps(plain, default=_to_plain)

@@ -26,6 +26,9 @@ def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="ONNX file to write.")] = Path(
         "model.onnx"
     ),
+    use: Annotated[
+        str, typer.Option(help="ONNX: auto (refused unless it is the network) or network.")
+    ] = "auto",
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     catalog: CatalogOption = None,
@@ -35,7 +38,9 @@ def export(
 
     An .onnx output has dynamic batch and spatial axes and its metadata holds the bands, their
     normalisation and the class table (for `geotiler predict --model model.onnx` or other
-    runtimes). A .pt output is the checkpoint without the optimiser and RNG state of --resume.
+    runtimes). A .pt output is the checkpoint without the optimiser and RNG state of --resume,
+    pixel baseline included. ONNX holds a network only: a pixel-gbm checkpoint, or one that
+    predicts with the network and the baseline averaged, needs .pt (or --use network).
 
     Example: [bold]geotiler export work/demo/run/best.pt -o model.onnx[/]
     """
@@ -47,6 +52,6 @@ def export(
     else:
         from geotiler.inference import export_onnx
 
-        path = export_onnx(checkpoint, output, overwrite=overwrite)
+        path = export_onnx(checkpoint, output, overwrite=overwrite, use=use)
     if not quiet:
         console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -51,6 +51,12 @@ def predict(
         Path | None,
         typer.Option(help="Also write per-class probabilities (uint8, value / 254)."),
     ] = None,
+    use: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint member: auto (what validation chose), network, baseline, ensemble."
+        ),
+    ] = "auto",
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
@@ -91,7 +97,7 @@ def predict(
     model = model or _default_model(cat, dataset, quiet=quiet)
     from geotiler.inference import load_predictor
 
-    predictor = load_predictor(model, device=settings.device)
+    predictor = load_predictor(model, device=settings.device, use=use)
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )

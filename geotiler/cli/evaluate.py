@@ -31,7 +31,8 @@ def evaluate(
         typer.Option("--scene", help="Scene for the quick-look (RGB from B04 B03 B02)."),
     ] = None,
     classes: Annotated[
-        str | None, typer.Option("--classes", help="Class table name (default: the map's own).")
+        str | None,
+        typer.Option("--classes", help="Catalog class table (default: the reference's own)."),
     ] = None,
     dataset: DatasetOption = None,
     catalog: CatalogOption = None,
@@ -40,7 +41,9 @@ def evaluate(
     """Score a map against a reference: per-class IoU, F1, precision, recall; PNGs.
 
     Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG. Both rasters must
-    share a grid; a reference on a finer, aligned grid is rescaled with mode first.
+    share a grid; a reference on a finer, aligned grid is rescaled with mode first. Every class of
+    the reference is scored (one the map never has counts with IoU 0) and mIoU averages the
+    classes present in the reference; names come from --classes or the reference's own table.
 
     Example: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
     """
@@ -76,9 +79,12 @@ def evaluate(
     console.print(summary)
     metrics = result.metrics
     console.print(
-        f"mIoU {_pct(metrics['miou'])}, pixel accuracy {_pct(metrics['pixel_accuracy'])}, "
+        f"mIoU over the {metrics['classes_in_truth']} classes of the reference "
+        f"{_pct(metrics['miou'])}, pixel accuracy {_pct(metrics['pixel_accuracy'])}, "
         f"macro F1 {_pct(metrics['macro_f1'])}; report in {result.report_dir}"
     )
+    if metrics["class_names_from"] == "ids":
+        console.print("[yellow]note:[/] the reference has no class table: pass --classes TABLE")
 
 
 def _pct(value: float) -> str:

@@ -24,6 +24,7 @@ from geotiler.errors import InputError
 from geotiler.io import atomic_output
 
 ONNX_META_KEY = "geotiler"
+PIXEL_TILE_PX = 256
 Member = Literal["auto", "network", "baseline", "ensemble"]
 MEMBERS: tuple[str, ...] = ("auto", "network", "baseline", "ensemble")
 ONNX_META_KEYS = (
@@ -122,27 +123,37 @@ class OnnxPredictor(_Normalised):
 
 
 class PixelPredictor(_Normalised):
-    """The pixel baseline of a checkpoint: per-tile features of raw values, then LightGBM."""
+    """The pixel baseline of a checkpoint: per-tile features of raw values, then LightGBM.
+
+    Alone it slides windows of at least ``PIXEL_TILE_PX``: its neighbourhood features then see
+    their whole window more often than in small training tiles, and overlapping windows (which
+    only a network needs for seamless blending) cost less.
+    """
 
     def __init__(self, meta: dict[str, Any]) -> None:
         from geotiler.train.baseline import PixelBaseline
 
         super().__init__(meta)
         self.baseline = PixelBaseline.from_checkpoint(meta["baseline"])
+        self.tile_size = max(self.tile_size, PIXEL_TILE_PX)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.baseline.predict_proba(batch.astype(np.float32, copy=False))
 
 
 class EnsemblePredictor:
-    """The network's and the pixel baseline's probabilities, averaged with ``network_weight``."""
+    """The network's and the pixel baseline's probabilities, averaged with ``network_weight``.
+
+    It slides the pixel predictor's (larger) windows: the network is fully convolutional, and
+    the baseline's cost grows with every overlapping window.
+    """
 
     def __init__(
         self, network: TorchPredictor, pixel: PixelPredictor, network_weight: float = 0.5
     ) -> None:
         self.network, self.pixel, self.network_weight = network, pixel, network_weight
         self.bands, self.num_classes = network.bands, network.num_classes
-        self.tile_size, self.classes = network.tile_size, network.classes
+        self.tile_size, self.classes = pixel.tile_size, network.classes
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         weight = self.network_weight

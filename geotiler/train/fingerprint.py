@@ -6,10 +6,11 @@ and their pixel counts in the training split, the labelled share of the training
 tiles and whether tile sampling is already balanced.
 
 :func:`robust_band_stats` reads a bounded sample of training tiles (the least cloudy first) and
-gives per band a clip range, the 1st-99th percentiles narrowed to Tukey's far-out fences (3 IQR
-beyond the quartiles) so that clouds covering more than 1 % of the pixels still fall outside it,
-and the mean and standard deviation of the values inside that range: clouds, sensor spikes and
-fill values (pixels zero in every band) move none of them.
+gives per band a clip range, the 1st-99th percentiles, and the mean and standard deviation of
+the values inside both that range and Tukey's far-out fences (3 IQR beyond the quartiles): clouds,
+sensor spikes and fill values (pixels zero in every band) do not move the statistics even when
+they cover more than 1 % of the pixels. The clip range itself is not narrowed to the fences: a
+rare bright class (a quarry, roofs) keeps its contrast up to the 99th percentile.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class DataFingerprint:
 def robust_band_stats(
     fingerprint: DataFingerprint, *, seed: int = 0, max_tiles: int = STATS_TILES
 ) -> BandNorm:
-    """Clip range (1st-99th percentile) and clipped mean/std per band from clear train tiles."""
+    """Clip range and the mean/std inside it per band, from clear train tiles (module doc)."""
     store = train_data.open_store(fingerprint.path)
     ids = fingerprint.train_ids
     rng = np.random.default_rng(seed)
@@ -185,10 +186,10 @@ def robust_band_stats(
     pixels = np.concatenate(samples, axis=1) if samples else np.zeros((len(fingerprint.bands), 0))
     if pixels.shape[1] == 0:
         raise InputError(f"{fingerprint.path}: the training tiles hold no valid image pixel")
-    p1, q1, q3, p99 = np.percentile(pixels, [1, 25, 75, 99], axis=1)
-    low = np.maximum(p1, q1 - FENCE_IQR * (q3 - q1))
-    high = np.minimum(p99, q3 + FENCE_IQR * (q3 - q1))
-    inside = (pixels >= low[:, None]) & (pixels <= high[:, None])
+    low, q1, q3, high = np.percentile(pixels, [1, 25, 75, 99], axis=1)
+    bottom = np.maximum(low, q1 - FENCE_IQR * (q3 - q1))
+    top = np.minimum(high, q3 + FENCE_IQR * (q3 - q1))
+    inside = (pixels >= bottom[:, None]) & (pixels <= top[:, None])
     means, stds = [], []
     for band, keep in zip(pixels, inside, strict=True):
         values = band[keep] if keep.any() else band

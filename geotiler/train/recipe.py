@@ -122,7 +122,8 @@ def plan_training(
     budget_s, max_steps = _budget(fp, settings, kind, choices, batch=batch)
     choices["normalisation"] = Choice(
         settings.normalisation,
-        "1st-99th percentile clip, then mean/std of clear training tiles: clouds do not move it"
+        "clip to the 1st-99th percentiles; mean/std of the values within 3 IQR of the "
+        "quartiles, from the clearest tiles: clouds do not move them"
         if settings.normalisation == "robust"
         else "the store's mean/std",
         settings.normalisation != "robust",

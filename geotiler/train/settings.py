@@ -45,10 +45,10 @@ class TrainSettings(StageSettings):
         default=None, description="weight ce/focal by the store's; None: the recipe decides"
     )
     normalisation: NormalisationName = Field(
-        default="robust", description="robust: 1st-99th percentile clip; store: its mean/std"
+        default="robust", description="robust: percentile clip, cloud-proof mean/std; store: its"
     )
     baseline: bool = Field(default=True, description="fit the pixel baseline beside the network")
-    baseline_pixels: int = Field(default=200_000, ge=100, description="pixels the baseline samples")
+    baseline_pixels: int = Field(default=100_000, ge=100, description="pixels the baseline samples")
     ensemble: bool = Field(
         default=True, description="let validation choose network, baseline or their average"
     )

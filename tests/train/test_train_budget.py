@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -44,8 +45,8 @@ def test_the_one_cycle_rises_then_anneals() -> None:
     assert one_cycle_factor(1.0) == pytest.approx(END_FACTOR)
     values = [one_cycle_factor(p / 100) for p in range(101)]
     peak = values.index(max(values))
-    assert all(a <= b for a, b in zip(values[:peak], values[1 : peak + 1], strict=True))
-    assert all(a >= b for a, b in zip(values[peak:-1], values[peak + 1 :], strict=True))
+    assert all(a <= b for a, b in itertools.pairwise(values[: peak + 1]))
+    assert all(a >= b for a, b in itertools.pairwise(values[peak:]))
 
 
 class FakeClock:

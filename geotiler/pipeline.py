@@ -270,11 +270,9 @@ def _many_scenes(catalog: Catalog, name: str) -> bool:
 
 class _Train(_Stage):
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
-        from geotiler.train.models import load_preset
-        from geotiler.train.settings import TrainSettings
+        from geotiler.train.settings import TrainSettings, preset_defaults
 
-        chosen = (pipeline.get("train") or {}).get("model") or TrainSettings().model
-        base = dict(load_preset(chosen).train)
+        base = preset_defaults((pipeline.get("train") or {}).get("model"))
         return resolve_settings(
             TrainSettings, stage="train", pipeline=pipeline, dataset_defaults=base
         )
@@ -287,13 +285,25 @@ class _Train(_Stage):
     ) -> dict[str, Any]:
         from geotiler.train.trainer import Callbacks, train
 
-        with progress("train", settings.epochs, "epochs") as advance:
-            callbacks = Callbacks(on_epoch_end=lambda _report: advance(1))
+        # Epochs when they are given; under a time budget the bar fills when training ends.
+        with progress("train", settings.epochs or 1, "epochs") as advance:
+            callbacks = Callbacks(
+                on_epoch_end=lambda _report: advance(1) if settings.epochs else None
+            )
             result = train(
                 catalog.output_path("tile", name), output, settings, overwrite=True,
                 callbacks=callbacks,
             )  # fmt: skip
-        return {"val mIoU": round(result.best.miou, 3), "best epoch": result.best_epoch}
+            if not settings.epochs:
+                advance(1)
+        details: dict[str, Any] = {
+            "val mIoU": round(result.best.miou, 3),
+            "best epoch": result.best_epoch,
+        }
+        if result.comparison:
+            details["pixel baseline val mIoU"] = round(result.comparison["pixel-gbm"], 3)
+            details["predicts with"] = result.chosen
+        return details
 
 
 class _Predict(_Stage):

@@ -95,6 +95,12 @@ def predict(
             "scenes without a cloud mask.",
         ),
     ] = False,
+    use: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint member: auto (what validation chose), network, baseline, ensemble."
+        ),
+    ] = "auto",
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
@@ -156,7 +162,9 @@ def predict(
     for target in (output, confidence, probabilities):
         if target is not None:
             check_not_input(target, [model])
-    predictor = load_predictor(model, device=settings.device, allow_unfinished=allow_unfinished)
+    predictor = load_predictor(
+        model, device=settings.device, allow_unfinished=allow_unfinished, use=use
+    )
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )

@@ -29,9 +29,39 @@ def train(
         Path | None, typer.Argument(help="Tile store (default: the dataset's tiles.zarr).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model preset or preset YAML.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model preset, preset YAML, or pixel-gbm (default: the recipe's)."
+        ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs to train.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs to train (instead of a time budget).")
+    ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Train to a time budget: 90s, 10m, 1h or auto (the default).",
+            show_default=False,
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool | None,
+        typer.Option("--baseline/--no-baseline", help="Fit the pixel baseline beside the network."),
+    ] = None,
+    ensemble: Annotated[
+        bool | None,
+        typer.Option(
+            "--ensemble/--no-ensemble",
+            help="Let validation choose network, baseline or their average for predict.",
+        ),
+    ] = None,
+    normalisation: Annotated[
+        str | None,
+        typer.Option(
+            help="robust (1st-99th percentile clip, the default) or store (its mean/std)."
+        ),
+    ] = None,
     loss: Annotated[
         str | None, typer.Option(help="ce, dice, focal[:gamma], jaccard or a sum: ce+dice.")
     ] = None,
@@ -104,7 +134,15 @@ def train(
 ) -> None:
     """Train a segmentation model on a tile store; writes best.pt, last.pt and metrics.csv.
 
-    Examples: [bold]geotiler train[/] (the default dataset and preset unet-small),
+    With no options the recipe chooses model, batch, learning rate, loss and class weighting from
+    the store (printed, and saved as plan.json) and trains to a time budget (--time auto: at most
+    15 min on a CPU). A per-pixel LightGBM baseline is fitted on the same tiles and scored on the
+    same validation pixels; best.pt predicts with the network, the baseline or their average,
+    whichever scored best (metrics.json has all three).
+
+    Examples: [bold]geotiler train[/] (the default dataset, the recipe's choices),
+    [bold]geotiler train tiles.zarr --time 10m[/],
+    [bold]geotiler train --model pixel-gbm[/] (the baseline alone is the model),
     [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
     [bold]geotiler train -m segformer-b0 --encoder-weights mit-b0/model.safetensors
     --freeze-encoder 2 --encoder-lr-scale 0.1[/],
@@ -116,8 +154,7 @@ def train(
     """
     from geotiler.train.checkpoint import read_checkpoint
     from geotiler.train.distributed import is_main_process
-    from geotiler.train.models import load_preset
-    from geotiler.train.settings import TrainSettings
+    from geotiler.train.settings import TrainSettings, preset_defaults
     from geotiler.train.trainer import train as run_training
 
     cli = {
@@ -127,6 +164,8 @@ def train(
         "max_train_tiles": max_train_tiles, "device": device, "workers": workers,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
         "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
+        "time": time_budget, "baseline": baseline, "ensemble": ensemble,
+        "normalisation": normalisation,
     }  # fmt: skip
     pipeline = load_pipeline(config)
     if corrections is not None:
@@ -145,8 +184,7 @@ def train(
         base, output = dict(previous["settings"]), resume
         store = store or Path(previous["store"])
     else:
-        chosen = model or (pipeline.get("train") or {}).get("model") or TrainSettings().model
-        base = dict(load_preset(chosen).train)
+        base = preset_defaults(model or (pipeline.get("train") or {}).get("model"))
     settings = resolve_settings(
         TrainSettings, stage="train", cli=cli, pipeline=pipeline, dataset_defaults=base
     )
@@ -162,6 +200,8 @@ def train(
         )  # fmt: skip
     if not quiet:
         _summary(result)
+        if result.comparison:
+            console.print(comparison_line(result.comparison, result.chosen), highlight=False)
 
 
 def _train_on_corrections(
@@ -233,7 +273,28 @@ class _Display:
 
         if self.quiet:
             return Callbacks()
-        return Callbacks(self._start, self._batch, self._end, self._note)
+        return Callbacks(
+            on_epoch_start=self._start, on_batch=self._batch, on_epoch_end=self._end,
+            on_plan=self._plan, on_stage=self._stage, on_note=self._note,
+        )  # fmt: skip
+
+    def _plan(self, plan: Any) -> None:
+        table = Table(title="training plan (plan.json)", title_justify="left", box=None)
+        for column in ("setting", "value", "why"):
+            table.add_column(column)
+        for name, choice in plan.choices.items():
+            table.add_row(name, str(choice.value), "given" if choice.given else choice.reason)
+        fp = plan.fingerprint
+        table.caption = (
+            f"{fp['train_tiles']} training / {fp['val_tiles']} validation tiles of "
+            f"{fp['tile_size']} px, {len(fp['bands'])} bands, {fp['classes_present']} classes, "
+            f"{fp['labelled_share']:.0%} labelled"
+        )
+        table.caption_justify = "left"
+        self.progress.console.print(table)
+
+    def _stage(self, what: str) -> None:
+        self.progress.console.print(f"[dim]{what}...[/]")
 
     def _note(self, text: str) -> None:
         self.progress.console.print(text, highlight=False, soft_wrap=True)
@@ -251,12 +312,34 @@ class _Display:
 
     def _end(self, report: Any) -> None:
         star = " [green]best[/]" if report.is_best else ""
+        planned = f"/{report.epochs}" if report.epochs else ""
+        if report.budget:
+            planned += f" ({report.budget})"
+        others = (
+            f"  (baseline {report.baseline_miou:.4f}, average {report.ensemble_miou:.4f})"
+            if report.baseline_miou == report.baseline_miou
+            else ""
+        )
         self.progress.console.print(
-            f"epoch {report.epoch}/{report.epochs}  train loss {report.train_loss:.4f}  "
-            f"val loss {report.val_loss:.4f}  val mIoU {report.scores.miou:.4f}  "
+            f"epoch {report.epoch}{planned}  train loss {report.train_loss:.4f}  "
+            f"val loss {report.val_loss:.4f}  val mIoU {report.scores.miou:.4f}{others}  "
             f"acc {report.scores.pixel_accuracy:.4f}  {report.tiles_per_s:.1f} tiles/s{star}",
             highlight=False,
         )
+
+
+def comparison_line(comparison: dict[str, float], chosen: str) -> str:
+    """ "network val mIoU 0.31 vs pixel baseline 0.24 (average 0.33); predict uses: ..."."""
+    from geotiler.train.ensemble import BASELINE, ENSEMBLE, NETWORK
+
+    words = {NETWORK: "the network", BASELINE: "the pixel baseline", ENSEMBLE: "their average"}
+    if NETWORK not in comparison:
+        return f"pixel baseline val mIoU {_pct(comparison[BASELINE])}; best.pt is the baseline"
+    return (
+        f"network val mIoU {_pct(comparison[NETWORK])} vs pixel baseline "
+        f"{_pct(comparison[BASELINE])} (average {_pct(comparison[ENSEMBLE])}); "
+        f"best.pt predicts with {words[chosen]}"
+    )
 
 
 def _summary(result: Any) -> None:

@@ -92,7 +92,10 @@ def d4_transform(
 
 
 class TileDataset(Dataset[dict[str, torch.Tensor]]):
-    """Tiles ``ids`` of the store at ``path``, normalised with ``mean``/``std`` per band."""
+    """Tiles ``ids`` of the store at ``path``, normalised with ``mean``/``std`` per band.
+
+    With ``low`` and ``high``, band values are first clipped to that range (robust statistics).
+    """
 
     def __init__(
         self,
@@ -101,11 +104,21 @@ class TileDataset(Dataset[dict[str, torch.Tensor]]):
         *,
         mean: Sequence[float],
         std: Sequence[float],
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
         augment: bool = False,
     ) -> None:
         self.path = Path(path)
         self.ids = np.asarray(ids, dtype=np.int64)
         self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+        self.clip = (
+            None
+            if low is None or high is None
+            else (
+                np.asarray(low, dtype=np.float32)[:, None, None],
+                np.asarray(high, dtype=np.float32)[:, None, None],
+            )
+        )
         safe_std = np.where(np.asarray(std) > 0, np.asarray(std), 1.0)
         self.inv_std = (1.0 / safe_std).astype(np.float32)[:, None, None]
         self.augment = augment
@@ -126,7 +139,10 @@ class TileDataset(Dataset[dict[str, torch.Tensor]]):
             k = int(torch.randint(4, ()).item())
             flip = bool(torch.randint(2, ()).item())
             image, mask = d4_transform(image, mask, k, flip)
-        normalised = (image.astype(np.float32) - self.mean) * self.inv_std
+        values = image.astype(np.float32)
+        if self.clip is not None:
+            values = np.clip(values, *self.clip)
+        normalised = (values - self.mean) * self.inv_std
         return {
             "image": torch.from_numpy(normalised),
             "mask": torch.from_numpy(mask.astype(np.int64)),
@@ -197,9 +213,15 @@ def make_loaders(
     pin_memory: bool = False,
     rank: int = 0,
     world: int = 1,
+    norm: Any = None,
 ) -> tuple[DataLoader[dict[str, torch.Tensor]], DataLoader[dict[str, torch.Tensor]], EpochSampler]:
-    """Train and validation loaders (validation: each rank its own disjoint slice, in order)."""
+    """Train and validation loaders (validation: each rank its own disjoint slice, in order).
+
+    ``norm`` (a :class:`~geotiler.train.fingerprint.BandNorm`) replaces the store's statistics.
+    """
     common: dict[str, Any] = {"mean": summary.band_mean, "std": summary.band_std}
+    if norm is not None:
+        common = {"mean": norm.mean, "std": norm.std, "low": norm.low, "high": norm.high}
     train_ids = summary.splits["train"]
     train_set = TileDataset(summary.path, train_ids, augment=augment, **common)
     val_set = TileDataset(summary.path, summary.splits["val"][rank::world], **common)

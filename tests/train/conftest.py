@@ -74,6 +74,18 @@ class FakeStore:
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self._images[i].copy(), self._masks[i].copy()
 
+    def column(self, name: str) -> np.ndarray:
+        """The index columns the recipe reads, computed from the tiles."""
+        if name == "class_counts":
+            return np.stack(
+                [np.bincount(m.ravel(), minlength=self.num_classes) for m in self._masks]
+            )
+        if name == "valid_px":
+            return np.full(len(self), self.tile_size**2, dtype=np.int64)
+        if name == "cloudy_px":
+            return np.full(len(self), -1, dtype=np.int64)
+        raise KeyError(name)
+
 
 def make_fake_store(
     path: Path, *, tiles: int = 24, size: int = 36, seed: int = 0, val_share: float = 0.25

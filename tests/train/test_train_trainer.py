@@ -16,7 +16,7 @@ from geotiler.train.run_files import read_metrics
 from geotiler.train.settings import TrainSettings
 from geotiler.train.trainer import Callbacks, EpochReport, train
 
-TIMING = {"seconds", "tiles_per_s"}
+TIMING = {"seconds", "tiles_per_s", "val_seconds"}
 
 
 @pytest.fixture

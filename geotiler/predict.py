@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field
 
+from geotiler import StageModule
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
 from geotiler.errors import InputError
@@ -289,3 +291,7 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
             f"{len(wanted)} ({', '.join(wanted)}); name them with --bands to pick by name"
         )
     return list(range(1, dataset.count + 1))
+
+
+# geotiler.predict(...) calls the API function (see geotiler.StageModule).
+sys.modules[__name__].__class__ = StageModule

@@ -117,6 +117,14 @@ def _python_block(readme: str) -> str:
     return found.group(1)
 
 
+def test_readme_python_chain_compiles_and_names_the_real_api() -> None:
+    code = _python_block((REPO / "README.md").read_text(encoding="utf-8"))
+    compile(code, "README.md", "exec")
+    used = set(re.findall(r"geotiler\.(\w+)\(", code))
+    assert used >= {"tile", "train", "predict", "evaluate"}
+    assert all(callable(getattr(geotiler, name)) for name in used)
+
+
 @pytest.mark.slow
 def test_readme_python_chain_runs_on_generated_data(tmp_path: Path, monkeypatch) -> None:
     code = _python_block((REPO / "README.md").read_text(encoding="utf-8"))

@@ -89,6 +89,21 @@ def default_overlap(tile_px: int) -> int:
     return tile_px // 4
 
 
+def check_overlap(tile_px: int, overlap_px: int | None) -> int:
+    """The overlap to use (a quarter tile when ``None``).
+
+    Raises:
+        InputError: not in ``[0, tile_px)``.
+    """
+    overlap = default_overlap(tile_px) if overlap_px is None else overlap_px
+    if not 0 <= overlap < tile_px:
+        raise InputError(
+            f"--overlap must be in [0, {tile_px}) px (the model's tiles are {tile_px} px), got "
+            f"{overlap}; pass a smaller --overlap, or none for a quarter tile"
+        )
+    return overlap
+
+
 def count_tiles(grid: Grid, tile_px: int, overlap_px: int | None = None) -> int:
     """How many tiles :func:`predict_scene` runs over ``grid`` (for progress totals)."""
     overlap = default_overlap(tile_px) if overlap_px is None else overlap_px

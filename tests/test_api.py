@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ import rasterio
 from conftest import write_geotiff
 
 import geotiler
-from geotiler.errors import CatalogError
+from geotiler.errors import CatalogError, InputError
+from geotiler.progress import no_progress
 
 REPO = Path(__file__).parents[1]
 TINY = "architecture: unet\narguments: {widths: [4, 8, 16]}\ntrain: {batch_size: 8, lr: 0.01}\n"
@@ -95,6 +97,15 @@ def test_tile_train_predict_evaluate_through_the_api(tmp_path: Path) -> None:
     from geotiler.inference import load_predictor
 
     predictor = load_predictor(run.run_dir / "best.pt")
+    bars: list[str] = []
+
+    def progress(label: str, total: int, unit: str) -> Any:
+        bars.append(label)
+        return no_progress(label, total, unit)
+
+    with pytest.raises(InputError, match=r"--overlap must be in \[0, 32\) px"):
+        geotiler.predict(scene, tmp_path / "m.tif", model=predictor, overlap=64, progress=progress)
+    assert bars == []  # refused before a progress bar drew "0/N tiles"
     [again] = geotiler.predict([scene], tmp_path / "map2.tif", model=predictor, overlap=8)
     assert again.output.is_file()
 

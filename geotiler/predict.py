@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field
 
+from geotiler import StageModule
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
 from geotiler.errors import InputError
@@ -85,6 +87,21 @@ def tile_offsets(length_px: int, tile_px: int, stride_px: int) -> list[int]:
 def default_overlap(tile_px: int) -> int:
     """The overlap used when none is given: a quarter of the tile."""
     return tile_px // 4
+
+
+def check_overlap(tile_px: int, overlap_px: int | None) -> int:
+    """The overlap to use (a quarter tile when ``None``).
+
+    Raises:
+        InputError: not in ``[0, tile_px)``.
+    """
+    overlap = default_overlap(tile_px) if overlap_px is None else overlap_px
+    if not 0 <= overlap < tile_px:
+        raise InputError(
+            f"--overlap must be in [0, {tile_px}) px (the model's tiles are {tile_px} px), got "
+            f"{overlap}; pass a smaller --overlap, or none for a quarter tile"
+        )
+    return overlap
 
 
 def count_tiles(grid: Grid, tile_px: int, overlap_px: int | None = None) -> int:
@@ -289,3 +306,7 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
             f"{len(wanted)} ({', '.join(wanted)}); name them with --bands to pick by name"
         )
     return list(range(1, dataset.count + 1))
+
+
+# geotiler.predict(...) calls the API function (see geotiler.StageModule).
+sys.modules[__name__].__class__ = StageModule

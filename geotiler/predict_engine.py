@@ -21,15 +21,14 @@ import rasterio
 from rasterio.windows import Window
 
 from geotiler.catalog import ClassTable
-from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import atomic_output, convert_to_cog, geotiff_profile, write_class_metadata
 from geotiler.outputs import output_tag
 from geotiler.predict import (
     Predictor,
     blend_window,
+    check_overlap,
     d4_predict,
-    default_overlap,
     tile_offsets,
 )
 from geotiler.tiles.read import CLOUD_VALUES, spectral_clouds
@@ -70,9 +69,7 @@ class Engine:
         self.chosen = chosen
         self.tile = predictor.tile_size
         self.rows, self.cols = seasons[0].dataset.height, seasons[0].dataset.width
-        overlap_px = default_overlap(self.tile) if overlap_px is None else overlap_px
-        if not 0 <= overlap_px < self.tile:
-            raise InputError(f"--overlap must be in [0, {self.tile}) px, got {overlap_px}")
+        overlap_px = check_overlap(self.tile, overlap_px)
         self.row_offsets = tile_offsets(self.rows, self.tile, self.tile - overlap_px)
         self.col_offsets = tile_offsets(self.cols, self.tile, self.tile - overlap_px)
         self.batch_size = max(1, batch_size)

@@ -17,7 +17,13 @@ from typing import Any, Literal
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.output_kinds import WHAT, recognise
-from geotiler.predict import Predictor, PredictResult, count_tiles, predict_scene
+from geotiler.predict import (
+    Predictor,
+    PredictResult,
+    check_overlap,
+    count_tiles,
+    predict_scene,
+)
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
 
@@ -150,6 +156,7 @@ def run_predict(
             )
             for job in jobs
         ]
+    check_overlap(predictor.tile_size, options.overlap_px)  # before a progress bar draws
     total = count_job_tiles(jobs, predictor.tile_size, options.overlap_px)
     with (progress or no_progress)("predict", total, "tiles") as advance:
         if mode == "fuse":

@@ -218,6 +218,21 @@ class TileStore:
     def scene(self, name: str) -> SceneRecord:
         return self.attrs.scene(name)
 
+    def to_xarray(self) -> Any:
+        """The store as an ``xarray.DataTree``, read lazily (dask arrays, nothing loaded).
+
+        The root holds ``images`` ``(tile, band, y, x)``, ``masks`` ``(tile, y, x)`` and the
+        ``band`` coordinate; the ``index`` group the per-tile index (scene, row, col, verdict,
+        split, class counts...). Same as ``xarray.open_datatree(path, engine="zarr")``.
+
+        Example:
+            >>> tree = geotiler.open_store("tiles.zarr").to_xarray()  # doctest: +SKIP
+            >>> tree["masks"].isel(tile=0).plot()  # doctest: +SKIP
+        """
+        import xarray
+
+        return xarray.open_datatree(str(self.path), engine="zarr", chunks={})
+
     def grid(self, scene: str) -> Grid:
         """The grid of ``scene`` (tile positions are pixel rows and columns on it)."""
         return self.attrs.scene(scene).grid

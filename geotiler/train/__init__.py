@@ -10,7 +10,10 @@ Importing this package is cheap; the heavy modules load when used.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
+
+from geotiler import StageModule
 
 if TYPE_CHECKING:
     from geotiler.train.checkpoint import load_checkpoint
@@ -34,3 +37,7 @@ def __getattr__(name: str) -> Any:
 
         return TrainSettings
     raise AttributeError(name)
+
+
+# geotiler.train(...) calls the API function (see geotiler.StageModule).
+sys.modules[__name__].__class__ = StageModule

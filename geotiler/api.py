@@ -217,8 +217,7 @@ def train(
     """
     from geotiler.errors import InputError
     from geotiler.train.checkpoint import read_checkpoint
-    from geotiler.train.models import load_preset
-    from geotiler.train.settings import TrainSettings
+    from geotiler.train.settings import TrainSettings, preset_defaults
     from geotiler.train.trainer import train as run_training
 
     pipeline = load_pipeline(config)
@@ -234,8 +233,7 @@ def train(
         base, out = dict(previous["settings"]), Path(resume)
         store_path = store_path or Path(previous["store"])
     else:
-        chosen = cli["model"] or (pipeline.get("train") or {}).get("model") or TrainSettings().model
-        base = dict(load_preset(chosen).train)
+        base = preset_defaults(cli["model"] or (pipeline.get("train") or {}).get("model"))
     resolved = resolve_settings(
         TrainSettings, stage="train", cli=cli, pipeline=pipeline, dataset_defaults=base
     )

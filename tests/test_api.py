@@ -96,7 +96,7 @@ def test_tile_train_predict_evaluate_through_the_api(tmp_path: Path) -> None:
 
     from geotiler.inference import load_predictor
 
-    predictor = load_predictor(run.run_dir / "best.pt")
+    predictor = load_predictor(run.run_dir / "best.pt", use="network")  # the 32 px network
     bars: list[str] = []
 
     def progress(label: str, total: int, unit: str) -> Any:

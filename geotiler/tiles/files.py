@@ -18,6 +18,7 @@ from rasterio.env import hasenv
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.io import DatasetReader
 
+from geotiler import limits
 from geotiler.io import open_raster
 
 
@@ -34,7 +35,10 @@ def open_file(path: str | PathLike[str]) -> Any:
             with warnings.catch_warnings():
                 # Chips without georeference are welcome: they get a plain pixel grid.
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                return DatasetReader(name)
+                dataset = DatasetReader(name)
         except RasterioIOError:
             pass  # open_raster says what is wrong, in its words
+        else:
+            limits.check_declared_size(dataset, name)  # as open_raster does
+            return dataset
     return open_raster(name)

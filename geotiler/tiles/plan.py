@@ -19,7 +19,7 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
 from geotiler.io import open_raster, require_single_band_integer
-from geotiler.limits import check_tile_memory
+from geotiler.limits import check_hold, check_tile_memory
 from geotiler.tiles.footprints import read_area, touching
 from geotiler.tiles.layout import TileLayout, plan_units, tile_rows_per_band
 from geotiler.tiles.masks import mask_reader
@@ -40,6 +40,8 @@ MAX_SHARD_BYTES = 64 * 2**20
 UNIT_TILE_BYTES = 128 * 2**20
 """Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
 UNITS_AHEAD = 2
+POSITION_BYTES = 256
+"""Memory a tile position costs while planning and deciding (offsets, index rows, masks)."""
 """Scenes under this side are chips: tiled whole, one tile of the smallest scene's side."""
 
 
@@ -146,6 +148,11 @@ def make_plan(
         unit_bytes=UNIT_TILE_BYTES, shard_bytes=MAX_SHARD_BYTES,
     )  # fmt: skip
     layouts = tuple(TileLayout(scene.grid, size, stride) for scene in scenes)
+    positions = sum(layout.shape[0] * layout.shape[1] for layout in layouts)
+    check_hold(
+        str(widest.image), stage="tile", what=f"{positions:,} tile positions",
+        nbytes=positions * POSITION_BYTES, fix="use a larger --size or crop the scene",
+    )  # fmt: skip
     active = tuple(
         _active(layout, scene, settings.aoi) for layout, scene in zip(layouts, scenes, strict=True)
     )

@@ -80,7 +80,8 @@ def _inputs(root: Path) -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="QUARANTINED at the end of the merge session: failed after merging the recipe and pixel-baseline tour lines; see the closing note",
+    reason="QUARANTINED (see the closing note): "
+    "failed after merging the recipe and pixel-baseline tour lines",
 )
 @pytest.mark.slow
 def test_every_readme_tour_command_runs(runner, tmp_path: Path, monkeypatch) -> None:

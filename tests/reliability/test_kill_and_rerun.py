@@ -145,7 +145,8 @@ def _epochs_done(run: Path) -> int:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="QUARANTINED at the end of the merge session: failed after merging the train recipe with run state; see the closing note",
+    reason="QUARANTINED (see the closing note): "
+    "failed after merging the train recipe with run state",
 )
 def test_train(tmp_path: Path) -> None:
     world = make_world(tmp_path / "world")

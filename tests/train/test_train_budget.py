@@ -134,7 +134,7 @@ def test_the_schedule_follows_the_planned_steps() -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="QUARANTINED at the end of the merge session: failed on a VM at load 10 (timing); see the closing note",
+    reason="QUARANTINED (see the closing note): failed on a VM at load 10 (timing)",
 )
 @pytest.mark.slow
 def test_a_run_given_20_s_ends_within_20_s_and_one_validation(

@@ -76,13 +76,17 @@ def main() -> int:
     ):
         timings[name] = geotiler(command, work / f"{name}.log")
         print(f"geotiler {name}: {timings[name]:.0f} s", flush=True)
+    metrics = json.loads((run / "metrics.json").read_text())
+    chosen = {"pixel-gbm": "baseline"}.get(metrics.get("chosen", ""), metrics.get("chosen"))
     for use in ("auto", "network", "baseline", "ensemble"):
+        if use == chosen:  # the same map as auto's: not predicted twice
+            rows.append((f"  --use {use} (= best.pt)", rows[1][1], rows[1][2]))
+            continue
         out = work / f"map_{use}.tif"
         command = ["predict", str(east["image"]), "-o", str(out), "--model", str(run / "best.pt")]
         seconds = geotiler([*command, "--use", use, "--overwrite"], work / f"predict_{use}.log")
         label = "geotiler (bare commands; best.pt as chosen)" if use == "auto" else f"  --use {use}"
         rows.append((label, score(read(out), truth), seconds))
-    metrics = json.loads((run / "metrics.json").read_text())
     print_table(rows, timings, metrics, args)
     print(f"files in {work}")
     return 0
@@ -191,8 +195,15 @@ def elapsed(started: float) -> float:
 
 def print_table(rows: list, timings: dict, metrics: dict, args: argparse.Namespace) -> None:  # type: ignore[type-arg]
     extra = " ".join(x for x in (args.tile_args, args.train_args) if x)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        cwd=Path(__file__).parent, check=False,
+    ).stdout.strip()  # fmt: skip
     print()
-    print(f"West 60 % -> east 40 %, {os.cpu_count()} cores; extra options: {extra or 'none'}")
+    print(
+        f"West 60 % -> east 40 %, {os.cpu_count()} cores, load average now "
+        f"{os.getloadavg()[0]:.1f}, commit {commit or '?'}; extra options: {extra or 'none'}"
+    )
     print(f"geotiler tile {timings['tile']:.0f} s, train {timings['train']:.0f} s")
     print("| contender | east mIoU | seconds |")
     print("|---|---:|---:|")

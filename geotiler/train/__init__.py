@@ -1,9 +1,16 @@
 """Training segmentation models on a tile store (``geotiler train``).
 
 - :mod:`~geotiler.train.data`: the Dataset/sampler over the Zarr store, D4 augmentation
+- :mod:`~geotiler.train.fingerprint`, :mod:`~geotiler.train.recipe`: the store's fingerprint and
+  the plan chosen from it (model, batch, lr, loss, weights, how long; robust band statistics)
+- :mod:`~geotiler.train.budget`: training to a time budget (steps that fit, one-cycle over them)
+- :mod:`~geotiler.train.features`, :mod:`~geotiler.train.baseline`: the per-pixel LightGBM
+  baseline; :mod:`~geotiler.train.ensemble`: it, the network and their average on the same
+  validation pixels; :mod:`~geotiler.train.pixel_run`: ``--model pixel-gbm``
 - :mod:`~geotiler.train.models`: architectures (registry) and YAML presets
 - :mod:`~geotiler.train.losses`, :mod:`~geotiler.train.metrics`: losses and epoch metrics
-- :mod:`~geotiler.train.trainer`: the loop; :mod:`~geotiler.train.checkpoint`: its files
+- :mod:`~geotiler.train.trainer`: the loop (:mod:`~geotiler.train.companions` runs beside it);
+  :mod:`~geotiler.train.checkpoint`: its files
 
 Importing this package is cheap; the heavy modules load when used.
 """

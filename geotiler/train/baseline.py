@@ -37,7 +37,8 @@ THREADED_ROWS = 100_000
 ReadTile = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
-def _lightgbm() -> Any:
+def import_lightgbm() -> Any:
+    """The lightgbm module, or an InputError saying what to install."""
     try:
         import lightgbm
     except ImportError:  # pragma: no cover - a core dependency
@@ -81,11 +82,13 @@ def sample_pixels(
     nodata: int | None,
     max_pixels: int,
     seed: int,
+    deadline: float | None = None,
 ) -> PixelSample:
     """Features and labels of labelled pixels sampled from ``tile_ids`` (see the module doc).
 
     ``tile_class_counts`` is ``(len(tile_ids), K)``: the labelled pixels per class of each tile
-    (the store's index), which sets the per-class rates before any tile is read.
+    (the store's index), which sets the per-class rates before any tile is read. Past
+    ``deadline`` (a :func:`time.monotonic` value) no further tile is read.
     """
     rng = np.random.default_rng(seed)
     tile_ids = np.asarray(tile_ids, dtype=np.int64)
@@ -95,8 +98,14 @@ def sample_pixels(
     rates = sampling_rates(counts.sum(axis=0), max_pixels)
     # Tiles whose classes would give no pixel at these rates are not read at all.
     expected = counts @ rates
-    features, labels, groups = [], [], []
-    for position in np.flatnonzero(expected > 0):
+    features: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    # A random order, so a sample cut short by the deadline still spans the store.
+    for position in rng.permutation(np.flatnonzero(expected > 0)):
+        if deadline is not None and features and time.monotonic() >= deadline:
+            log.info("pixel baseline: time is up after sampling %d tiles", len(features))
+            break
         image, mask = read(int(tile_ids[position]))
         truth = mask.astype(np.int64).ravel()
         labelled = (truth < num_classes) & (truth >= 0)
@@ -140,7 +149,7 @@ class PixelBaseline:
     @property
     def booster(self) -> Any:
         if self._booster is None and self.model_text is not None:
-            self._booster = _lightgbm().Booster(model_str=self.model_text)
+            self._booster = import_lightgbm().Booster(model_str=self.model_text)
         return self._booster
 
     def predict_rows(self, rows: np.ndarray, *, threads: int | None = None) -> np.ndarray:
@@ -217,7 +226,7 @@ def fit_baseline(
             raise InputError("the training tiles have no labelled pixel to fit the baseline on")
         log.info("pixel baseline: one class in the sample, a constant model")
         return PixelBaseline(spec, present.tolist(), num_classes, None, info={**info, "rounds": 0})
-    lgb = _lightgbm()
+    lgb = import_lightgbm()
     target = np.searchsorted(present, sample.labels)
     holdout = _holdout(sample.groups, seed)
     params = {
@@ -275,4 +284,11 @@ def _stop_at(deadline: float, lgb: Any) -> Callable[[Any], None]:
     return callback
 
 
-__all__ = ["KIND", "PixelBaseline", "PixelSample", "fit_baseline", "sample_pixels"]
+__all__ = [
+    "KIND",
+    "PixelBaseline",
+    "PixelSample",
+    "fit_baseline",
+    "import_lightgbm",
+    "sample_pixels",
+]

@@ -4,9 +4,9 @@
 :class:`TimeBudget` runs the first steps at the schedule's starting learning rate while it measures
 their speed, then plans the total number of steps that fit before the deadline (leaving room for
 the validations to come) and lays the one-cycle (or cosine) schedule over exactly those steps.
-After every validation it measures again and re-plans, so a slower or faster machine still ends on
-time, with the learning rate annealed. An optional step cap (the recipe's ``auto`` budget) ends
-earlier on small data.
+After every validation, and every twentieth of the budget in between, it measures again and
+re-plans, so a machine that slows down or speeds up still ends on time, with the rate annealed.
+An optional step cap (the recipe's ``auto`` budget) ends earlier on small data.
 
 The deadline counts from the start of the run (baseline and set-up included); steps stop at the
 deadline, then one last validation runs, so a run ends within the budget plus one validation.
@@ -28,7 +28,8 @@ from geotiler.train.optim import Schedule
 PROBE_STEPS = 5
 PROBE_SECONDS = 2.0
 PROBE_SHARE = 0.05
-"""The probe ends after PROBE_STEPS steps and PROBE_SECONDS, or this share of the budget."""
+"""The probe ends after PROBE_STEPS steps and PROBE_SECONDS, or this share of the budget; the
+plan is also re-measured that often during a period."""
 MAX_PERIODS = 50
 VALIDATION_SHARE = 0.1
 """At most this share of the budget goes to validations before the last."""
@@ -124,18 +125,21 @@ class TimeBudget:
         self.step_s: float | None = None
         self.validation_s: float | None = None
         self.validations = 0
+        self._mark: tuple[float, int] = (started, 0)  # when and at which step speed was measured
 
     # -- the training loop's questions ----------------------------------------------------------
 
     def start_period(self) -> None:
         """A new epoch (validation period) begins."""
         self.period_start = self.steps
+        self._mark = (self.clock(), self.steps)
         if self._probe_start is None:
             self._probe_start = self.clock()
 
     def after_step(self) -> None:
         self.steps += 1
         if self.total_steps is not None:
+            self._remeasure()
             return
         now = self.clock()
         self._probe_steps += 1
@@ -154,6 +158,18 @@ class TimeBudget:
         if self.agree([float(ready)])[0]:
             self.step_s = self.agree([max(elapsed, 1e-6) / measured])[0]
             self._plan()
+
+    def _remeasure(self) -> None:
+        """Within a period, re-plan from the recent steps' speed every PROBE_SHARE of the budget."""
+        if self.total_steps is None or self.steps >= self.total_steps:
+            return
+        now = self.clock()
+        since, at = self._mark
+        due = now - since >= max(PROBE_SECONDS, PROBE_SHARE * self.seconds) and self.steps > at
+        if self.agree([float(due)])[0]:
+            self.step_s = self.agree([max(now - since, 1e-6) / max(1, self.steps - at)])[0]
+            self._plan()
+            self._mark = (now, self.steps)
 
     def stop_period(self) -> bool:
         """Whether the current epoch's training pass should end now (then validate)."""

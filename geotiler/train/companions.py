@@ -41,7 +41,9 @@ from geotiler.train.recipe import TrainPlan
 from geotiler.train.settings import TrainSettings
 
 BASELINE_BUDGET_SHARE = 0.2
-"""Under a time budget the baseline's boosting stops after this share of it."""
+"""Under a time budget the baseline's sampling and boosting stop after this share of it."""
+SAMPLE_PX_PER_BUDGET_S = 2000
+"""Under a short budget the baseline samples at most this many pixels per second of it."""
 
 
 @dataclass
@@ -80,10 +82,12 @@ class Companions:
                 own = time.monotonic() + BASELINE_BUDGET_SHARE * budget
                 deadline = min(own, started + 0.5 * budget)
             store = train_data.open_store(fingerprint.path)
+            pixels = settings.baseline_pixels
+            if budget is not None:  # binning a sample is not cut short by the deadline
+                pixels = min(pixels, max(1000, int(SAMPLE_PX_PER_BUDGET_S * budget)))
             out.baseline = fit_store_baseline(
-                fingerprint, store.read, max_pixels=settings.baseline_pixels,
-                seed=settings.seed, deadline=deadline,
-            )  # fmt: skip
+                fingerprint, store.read, max_pixels=pixels, seed=settings.seed, deadline=deadline
+            )
             out.referee = BaselineReferee(
                 out.baseline, store.read, summary.splits["val"][runtime.rank :: runtime.world],
                 num_classes=summary.num_classes, nodata=summary.nodata,

@@ -43,7 +43,10 @@ def fit_store_baseline(
     seed: int,
     deadline: float | None = None,
 ) -> PixelBaseline:
-    """Sample pixels of the store's training tiles and fit the baseline on them."""
+    """Sample pixels of the store's training tiles and fit the baseline on them.
+
+    ``deadline`` ends both the sampling (no further tile is read) and the boosting.
+    """
     spec = FeatureSpec.for_bands(fingerprint.bands)
     started = time.perf_counter()
     sample = sample_pixels(
@@ -55,6 +58,7 @@ def fit_store_baseline(
         nodata=fingerprint.nodata,
         max_pixels=max_pixels,
         seed=seed,
+        deadline=deadline,
     )
     sampled = time.perf_counter() - started
     baseline = fit_baseline(

@@ -8,8 +8,9 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
 
 # gdal-bin only for the benchmarks' reference tools; rasterio's wheels carry GDAL themselves.
+# libgomp1: the OpenMP runtime LightGBM's wheel links to (the pixel baseline).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gdal-bin make \
+    && apt-get install -y --no-install-recommends gdal-bin make libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/geotiler

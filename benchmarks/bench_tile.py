@@ -1,9 +1,11 @@
 """Benchmark ``geotiler tile`` against a raw read pass and the seed project's per-tile GeoTIFFs.
 
-Generates a ``--size`` x ``--size`` (``--height`` rows if given) x 10-band uint16 scene (tiled
-512 px, deflate) and a uint8 mask, then measures each method in its own subprocess on the same
-files: once to warm the OS cache, then ``--repeat`` timed runs (median reported, with the load
-average at each run and the subprocess's peak RSS):
+One big scene (the default): generates a ``--size`` x ``--size`` (``--height`` rows if given) x
+10-band uint16 scene (tiled 512 px, deflate) and a uint8 mask, then measures each method in its
+own subprocess on the same files: once to warm the OS cache, then ``--repeat`` rounds of timed
+runs, the methods taking turns. Reported: the median rate, the load average at each run, the
+subprocess's CPU time per tile over all its threads (steadier than wall time on a busy shared
+machine), its peak RSS and its whole wall time, start-up included:
 
 - ours: ``make_tiles`` (Zarr store, per-tile stats, splits), default settings;
 - raw read: one pass over the scene and the mask in block-aligned full-width row bands, one thread
@@ -12,7 +14,17 @@ average at each run and the subprocess's peak RSS):
   uncompressed GeoTIFF (GDAL's default) written per tile for each, on the first ``--seed-tiles``
   tiles (all by default), reported as a rate.
 
-Example: ``python benchmarks/bench_tile.py --size 10000 --repeat 3``
+Many chips (``--chips N``): generates ``N`` JPEG chips of ``--chip-size`` px (3-band uint8,
+class-coloured textured fields, quality 90: sizes like aerial chips') with PNG masks of 6 classes
+(single-band ids, or RGB colours of the class table with ``--rgb-masks``) and a ``classes.json``,
+then measures, the same way:
+
+- ours: ``run_tile`` on the images and masks folders with ``--classes classes.json`` (pairing,
+  planning, cutting, the store, splits), default settings, as ``geotiler tile`` runs it;
+- PIL read: each JPEG and PNG decoded to numpy with PIL in one thread, nothing else.
+
+Examples: ``python benchmarks/bench_tile.py --size 10000 --repeat 3``,
+``python benchmarks/bench_tile.py --chips 2000 --repeat 3 [--rgb-masks]``
 """
 
 from __future__ import annotations
@@ -39,6 +51,16 @@ from geotiler.tiles.layout import tile_offsets
 from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 
 BANDS = 10
+CHIP_CLASSES = {
+    1: ("building", "#3c1098"),
+    2: ("land", "#8429f6"),
+    3: ("road", "#6ec1e4"),
+    4: ("vegetation", "#fedd3a"),
+    5: ("water", "#e2a929"),
+    6: ("unlabeled", "#9b9b9b"),
+}
+CHIP_BASE = {1: (150, 140, 135), 2: (170, 150, 110), 3: (120, 120, 125), 4: (70, 100, 55),
+             5: (40, 70, 95), 6: (110, 105, 100)}  # fmt: skip
 
 
 def generate(folder: Path, size: int, height: int, seed: int = 0) -> tuple[Path, Path]:
@@ -125,43 +147,131 @@ def seed(folder: Path, tile: int, limit: int) -> int:
     return done
 
 
+def generate_chips(folder: Path, count: int, side: int, rgb: bool, seed: int = 0) -> None:
+    """``count`` JPEG chips with PNG masks (ids or RGB colours) and their ``classes.json``.
+
+    Labels are smooth blobs (upsampled random class fields); each class has a base colour with
+    coarse and fine texture and a light gradient, so the JPEGs compress like aerial imagery.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, masks = folder / "images", folder / "masks"
+    images.mkdir(parents=True)
+    masks.mkdir()
+    ids = np.array(sorted(CHIP_CLASSES))
+    base = np.array([CHIP_BASE[i] for i in ids], np.float32)
+    colours = np.array([[int(CHIP_CLASSES[i][1][k : k + 2], 16) for k in (1, 3, 5)] for i in ids])
+    ramp = np.linspace(-1, 1, side, dtype=np.float32)
+    for n in range(count):
+        fields = rng.random((len(ids), 6, 6)).astype(np.float32)
+        smooth = np.stack(
+            [np.asarray(Image.fromarray(f).resize((side, side), Image.BICUBIC)) for f in fields]
+        )
+        which = smooth.argmax(axis=0)
+        coarse = rng.normal(0, 12, (3, side // 8, side // 8)).astype(np.float32)
+        coarse = np.stack(
+            [np.asarray(Image.fromarray(c).resize((side, side), Image.BILINEAR)) for c in coarse]
+        )
+        gradient = 15 * rng.uniform(-1, 1) * ramp[None, :] + 15 * rng.uniform(-1, 1) * ramp[:, None]
+        pixels = base[which].transpose(2, 0, 1) + coarse + gradient
+        pixels += rng.normal(0, 7, pixels.shape).astype(np.float32)
+        image = pixels.clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
+        Image.fromarray(image).save(images / f"chip_{n:05d}.jpg", quality=90)
+        labels = ids[which].astype(np.uint8)
+        mask = colours[which].astype(np.uint8) if rgb else labels
+        Image.fromarray(mask).save(masks / f"chip_{n:05d}.png")
+    table = {str(i): {"name": name, "color": colour} for i, (name, colour) in CHIP_CLASSES.items()}
+    (folder / "classes.json").write_text(json.dumps(table))
+
+
+def ours_chips(folder: Path) -> int:
+    """``geotiler tile images/ --mask masks/ --classes classes.json -o tiles.zarr``; tiles."""
+    from geotiler.tiles.run import run_tile
+
+    settings = TileSettings(classes=str(folder / "classes.json"))
+    store = run_tile(
+        None,
+        None,
+        settings,
+        images=[folder / "images"],
+        masks=[folder / "masks"],
+        output=folder / "tiles.zarr",
+    )
+    return len(store)
+
+
+def pil_read(folder: Path) -> int:
+    """Decode every chip and its mask to numpy with PIL in one thread; chips read."""
+    from PIL import Image
+
+    done = 0
+    for image in sorted((folder / "images").glob("*.jpg")):
+        with Image.open(image) as chip, Image.open(folder / "masks" / f"{image.stem}.png") as mask:
+            np.asarray(chip)
+            np.asarray(mask)
+        done += 1
+    return done
+
+
 def child(method: str, folder: Path, tile: int, limit: int) -> None:
-    """Run one method in this process and print tiles, seconds and peak RSS as JSON."""
+    """Run one method in this process and print tiles, seconds, CPU seconds (every thread's) and
+    peak RSS as JSON."""
     for previous in (folder / "tiles.zarr", folder / "seed"):  # the last run's output, untimed
         shutil.rmtree(previous, ignore_errors=True)
     os.sync()  # and its writes flushed, so they do not land in this run's time
-    start = time.perf_counter()
+    chips = (folder / "classes.json").exists()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     if method == "ours":
-        tiles = ours(folder, tile)
+        tiles = ours_chips(folder) if chips else ours(folder, tile)
+    elif method == "pil":
+        tiles = pil_read(folder)
     elif method == "raw":
         tiles = raw_read(folder, tile)
     else:
         tiles = seed(folder, tile, limit)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tiles": tiles, "seconds": seconds, "rss_mib": rss}))
+    print(json.dumps({"tiles": tiles, "seconds": seconds, "cpu": cpu, "rss_mib": rss}))
 
 
-def measure(method: str, folder: Path, tile: int, limit: int, repeat: int) -> dict[str, float]:
-    """Warm-up run, then ``repeat`` timed subprocess runs; medians and the loads seen."""
-    runs, loads = [], []
-    command = [sys.executable, __file__, "--child", method, "--folder", str(folder)]
-    command += ["--tile", str(tile), "--seed-tiles", str(limit)]
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    methods: list[str], folder: Path, tile: int, limit: int, repeat: int
+) -> dict[str, dict[str, float]]:
+    """A warm-up run of each method, then ``repeat`` rounds of timed subprocess runs, the methods
+    taking turns in each round (so a change in the VM's load hits them alike); medians, the
+    loads seen and the whole process's wall time (start-up and imports included)."""
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
     for attempt in range(repeat + 1):
-        load = os.getloadavg()[0]
-        result = subprocess.run(command, check=True, capture_output=True, text=True)
-        if attempt:  # the first run only warms the OS cache
-            runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
-            loads.append(load)
-    rates = [r["tiles"] / r["seconds"] for r in runs]
-    return {
-        "tiles/s": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-        "rss": max(r["rss_mib"] for r in runs),
-        "load": statistics.median(loads),
-        "tiles": runs[0]["tiles"],
-    }
+        for method in methods:
+            command = [sys.executable, __file__, "--child", method, "--folder", str(folder)]
+            command += ["--tile", str(tile), "--seed-tiles", str(limit)]
+            load = os.getloadavg()[0]
+            began = time.perf_counter()
+            result = subprocess.run(command, check=True, capture_output=True, text=True)
+            wall = time.perf_counter() - began
+            if attempt:  # the first run only warms the OS cache
+                run = json.loads(result.stdout.strip().splitlines()[-1])
+                runs[method].append(run | {"load": load, "wall": wall})
+    results = {}
+    for method, done in runs.items():
+        rates = [r["tiles"] / r["seconds"] for r in done]
+        results[method] = {
+            "tiles/s": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "rss": max(r["rss_mib"] for r in done),
+            "load": statistics.median(r["load"] for r in done),
+            "wall": statistics.median(r["wall"] for r in done),
+            "cpu ms": statistics.median(1000 * r["cpu"] / r["tiles"] for r in done),
+            "tiles": done[0]["tiles"],
+        }
+    return results
 
 
 def machine() -> str:
@@ -174,14 +284,28 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model})"
 
 
+NAMES = {
+    "ours": "geotiler tile (zarr)",
+    "raw": "raw read pass (1 thread)",
+    "seed": "seed: window read + 2 GeoTIFF/tile",
+    "pil": "PIL read: JPEG + PNG to numpy (1 thr)",
+}
+GOALS = {"raw": 0.7, "seed": 10.0, "pil": 2.0}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=10000, help="scene width (and height) in px")
     parser.add_argument("--height", type=int, default=None, help="scene height if not square")
     parser.add_argument("--tile", type=int, default=300, help="tile side in pixels")
     parser.add_argument("--seed-tiles", type=int, default=0, help="tiles for the seed way, 0: all")
+    parser.add_argument("--chips", type=int, default=0, help="many-chips case: this many chips")
+    parser.add_argument("--chip-size", type=int, default=256, help="chip side in px")
+    parser.add_argument("--rgb-masks", action="store_true", help="chips: RGB colour-coded masks")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per method")
-    parser.add_argument("--methods", default="ours,raw,seed", help="comma-separated methods")
+    parser.add_argument(
+        "--methods", default=None, help="comma-separated methods [ours,raw,seed; chips: ours,pil]"
+    )
     parser.add_argument("--folder", type=Path, default=None, help="reuse generated files here")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,30 +314,35 @@ def main() -> None:
         return
     height = args.height or args.size
     folder = args.folder or Path(tempfile.mkdtemp(prefix="bench_tile_"))
+    methods = (args.methods or ("ours,pil" if args.chips else "ours,raw,seed")).split(",")
     try:
-        if not (folder / "mask.tif").exists():
+        if args.chips and not (folder / "classes.json").exists():
+            generate_chips(folder, args.chips, args.chip_size, args.rgb_masks)
+        elif not args.chips and not (folder / "mask.tif").exists():
             folder.mkdir(parents=True, exist_ok=True)
             generate(folder, args.size, height)
-        names = {"ours": "geotiler tile (zarr)", "raw": "raw read pass (1 thread)"}
-        names["seed"] = "seed: window read + 2 GeoTIFF/tile"
-        results = {
-            m: measure(m, folder, args.tile, args.seed_tiles, args.repeat)
-            for m in args.methods.split(",")
-        }
+        results = measure(methods, folder, args.tile, args.seed_tiles, args.repeat)
         print(f"machine: {machine()}; load average (1 min) noted per method")
-        print(f"scene {args.size} x {height} x {BANDS} uint16, tiles {args.tile} px")
+        if args.chips:
+            masks = "RGB colour" if args.rgb_masks else "class id"
+            print(
+                f"{args.chips} JPEG chips {args.chip_size} px x 3 uint8 with {masks} PNG masks, "
+                f"{sum(f.stat().st_size for f in folder.glob('*/*')) / 2**20:.0f} MiB"
+            )
+        else:
+            print(f"scene {args.size} x {height} x {BANDS} uint16, tiles {args.tile} px")
         print(
-            f"{'method':36} {'tiles':>6} {'tiles/s':>8} {'(min-max)':>14} "
-            f"{'peak RSS':>9} {'load':>5}"
+            f"{'method':38} {'tiles':>6} {'tiles/s':>8} {'(min-max)':>16} "
+            f"{'CPU ms/tile':>11} {'peak RSS':>9} {'process':>8} {'load':>5}"
         )
         for method, r in results.items():
             spread = f"({r['min']:.1f}-{r['max']:.1f})"
             print(
-                f"{names[method]:36} {r['tiles']:6d} {r['tiles/s']:8.1f} {spread:>14} "
-                f"{r['rss']:6.0f} MiB {r['load']:5.1f}"
+                f"{NAMES[method]:38} {r['tiles']:6d} {r['tiles/s']:8.1f} {spread:>16} "
+                f"{r['cpu ms']:11.2f} {r['rss']:6.0f} MiB {r['wall']:7.2f}s {r['load']:5.1f}"
             )
         if "ours" in results:
-            for method, goal in (("raw", 0.7), ("seed", 10.0)):
+            for method, goal in GOALS.items():
                 if method in results:
                     ratio = results["ours"]["tiles/s"] / results[method]["tiles/s"]
                     print(f"ours / {method:5} {ratio:6.2f}x  (goal >= {goal}x)")

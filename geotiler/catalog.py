@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from geotiler.errors import CatalogError
+from geotiler.outputs import catalog_paths_problem
 
 CATALOG_FILENAME = "data_catalog.yaml"
 Stage = Literal["synth", "rescale", "tile", "train", "predict", "evaluate", "report"]
@@ -153,6 +154,9 @@ class CatalogModel(_Strict):
     data_dir: str = "data"
     work_dir: str = Field(default="work/{dataset}", description="pattern for stage outputs")
     outputs: dict[str, str] = Field(default_factory=dict, description="stage -> name in work_dir")
+    absolute_outputs: bool = Field(
+        default=False, description="allow work_dir and outputs outside the catalog's folder"
+    )
     class_tables: dict[str, ClassTable]
     datasets: dict[str, Dataset]
 
@@ -180,6 +184,16 @@ class CatalogModel(_Strict):
                     f"datasets.{name}.class_table: unknown table {dataset.class_table!r} "
                     f"(known: {', '.join(self.class_tables)})"
                 )
+        unknown = sorted(set(self.outputs) - set(DEFAULT_OUTPUTS))
+        if unknown:
+            raise ValueError(
+                f"outputs.{unknown[0]}: unknown stage (stages: {', '.join(DEFAULT_OUTPUTS)})"
+            )
+        problem = catalog_paths_problem(
+            self.work_dir, {**DEFAULT_OUTPUTS, **self.outputs}, allow_outside=self.absolute_outputs
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -345,14 +359,14 @@ def describe_validation_error(exc: ValidationError) -> str:
     """The first pydantic error as ``key.path: message`` (the rest counted)."""
     errors = exc.errors()
     first = errors[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
+    key = ".".join(str(part) for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key (typo?)"
     elif first["type"] == "missing":
         message = "required key is missing"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return f"{key}: {message}{more}"
+    return f"{key}: {message}{more}" if key else f"{message}{more}"
 
 
 def _first_line(exc: Exception) -> str:

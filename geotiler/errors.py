@@ -37,3 +37,15 @@ class StoreError(GeotilerError, OSError):
 
 class TrainingError(GeotilerError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class OutputBusyError(GeotilerError, BlockingIOError):
+    """Another geotiler process is writing the same output right now."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on.
+
+    A ``KeyboardInterrupt`` (not a :class:`GeotilerError`), so ``except Exception`` never
+    swallows it; the CLI prints its message as one line.
+    """

@@ -29,8 +29,8 @@ META_KEY = "geotiler"
 TORCHSCRIPT_META_FILE = "geotiler.json"
 ONNX_AXES = {0: "batch", 2: "height", 3: "width"}
 _META_KEYS = (
-    "bands", "band_mean", "band_std", "num_classes", "tile_size", "nodata", "model",
-    "encoder_weights",
+    "bands", "band_mean", "band_std", "band_low", "band_high", "num_classes", "tile_size",
+    "nodata", "model", "encoder_weights",
 )  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def export_onnx(
     tile = int(meta.get("tile_size") or 256)
     example = torch.zeros(2, len(meta["bands"]), tile, tile)
     dynamic = torch.export.Dim.DYNAMIC
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         program = torch.onnx.export(
             model,
             (example,),
@@ -117,7 +117,7 @@ def export_torchscript(
                 module = torch.jit.trace(model, example, check_trace=False)
             how = "traced"
     files = {TORCHSCRIPT_META_FILE: inference_metadata(meta, torchscript=how)}
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         torch.jit.save(module, str(temporary), _extra_files=files)
     return Path(output)
 
@@ -142,7 +142,11 @@ FORMATS: dict[str, tuple[str, Exporter]] = {
 
 
 def export_model(
-    checkpoint: str | os.PathLike[str], output: str | os.PathLike[str], *, overwrite: bool = False
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    use: str = "auto",
 ) -> Path:
     """Export ``checkpoint`` in the format of ``output``'s suffix (InputError when unknown)."""
     suffix = Path(output).suffix.lower()
@@ -153,7 +157,29 @@ def export_model(
         raise InputError(
             f"{output}: unknown export format {suffix or '(no suffix)'!r}: use {known}"
         )
+    if suffix != ".pt":
+        _check_network_only(Path(checkpoint), use)
     return FORMATS[suffix][1](checkpoint, output, overwrite=overwrite)
+
+
+def _check_network_only(checkpoint: Path, use: str) -> None:
+    """ONNX and TorchScript hold a network only: refuse to drop what predict would use."""
+    from geotiler.inference import checkpoint_member
+    from geotiler.train.checkpoint import read_checkpoint
+
+    content = read_checkpoint(checkpoint)
+    if content["model"].get("architecture") == "pixel-gbm":
+        raise InputError(
+            f"{checkpoint}: a pixel-gbm model (LightGBM) has no ONNX export (nor TorchScript); "
+            "export it to .pt (geotiler export CHECKPOINT -o model.pt) and predict with that"
+        )
+    member = checkpoint_member(content, "network" if use == "network" else "auto", checkpoint)
+    if member != "network":
+        raise InputError(
+            f"{checkpoint}: predicts with {member} (chosen on validation); ONNX and TorchScript "
+            "hold only the network: pass --use network to export it alone, or export to .pt "
+            "to keep both"
+        )
 
 
 def import_or_explain(name: str) -> Any:

@@ -3,8 +3,10 @@
 A checkpoint (``best.pt``), an exported ``model.onnx`` or ``model.ts`` (TorchScript) carries
 everything inference needs: band names and their normalisation, the class table and the tile size
 (see :mod:`geotiler.export`). :func:`load_predictor` picks the runtime: ``.onnx`` by suffix, a
-TorchScript archive by its content (whatever its suffix), anything else as a checkpoint. On CUDA
-the checkpoint path runs in channels-last layout under autocast (fp16).
+TorchScript archive by its content (whatever its suffix), anything else as a checkpoint, and for a
+checkpoint the member it predicts with: the network, the pixel baseline (:class:`PixelPredictor`)
+or their average (:class:`EnsemblePredictor`), as validation chose at training time unless
+``use`` says otherwise. On CUDA the checkpoint path runs in channels-last layout under autocast.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,15 +26,31 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.export import META_KEY, TORCHSCRIPT_META_FILE, import_or_explain
 
+PIXEL_TILE_PX = 256
+Member = Literal["auto", "network", "baseline", "ensemble"]
+MEMBERS: tuple[str, ...] = ("auto", "network", "baseline", "ensemble")
+_MEMBER_KEYS = {"network": "network", "baseline": "pixel-gbm", "ensemble": "ensemble"}
+
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as exc:
         raise InputError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {device}: no CUDA device is available here (torch {torch.__version__}); "
+            "use --device cpu or auto"
+        )
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise InputError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use --device cuda:0 or auto"
+        )
+    return chosen
 
 
 class _Normalised:
@@ -50,8 +68,19 @@ class _Normalised:
         self.mean = np.asarray(meta["band_mean"], np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(meta["band_std"], np.float32).reshape(1, -1, 1, 1)
         self.std = np.where(std > 0, std, 1.0).astype(np.float32)  # as in training: constant bands
+        low, high = meta.get("band_low"), meta.get("band_high")
+        self.clip = (
+            None
+            if low is None or high is None
+            else (
+                np.asarray(low, np.float32).reshape(1, -1, 1, 1),
+                np.asarray(high, np.float32).reshape(1, -1, 1, 1),
+            )
+        )
 
     def normalise(self, batch: np.ndarray) -> np.ndarray:
+        if self.clip is not None:
+            batch = np.clip(batch, *self.clip)
         return ((batch - self.mean) / self.std).astype(np.float32, copy=False)
 
 
@@ -134,20 +163,104 @@ def is_torchscript(path: Path) -> bool:
         return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
+class PixelPredictor(_Normalised):
+    """The pixel baseline of a checkpoint: per-tile features of raw values, then LightGBM.
+
+    Alone it slides windows of at least ``PIXEL_TILE_PX``: its neighbourhood features then see
+    their whole window more often than in small training tiles, and overlapping windows (which
+    only a network needs for seamless blending) cost less.
+    """
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        from geotiler.train.baseline import PixelBaseline
+
+        super().__init__(meta)
+        self.baseline = PixelBaseline.from_checkpoint(meta["baseline"])
+        self.tile_size = max(self.tile_size, PIXEL_TILE_PX)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.baseline.predict_proba(batch.astype(np.float32, copy=False))
+
+
+class EnsemblePredictor:
+    """The network's and the pixel baseline's probabilities, averaged with ``network_weight``.
+
+    It slides the pixel predictor's (larger) windows: the network is fully convolutional, and
+    the baseline's cost grows with every overlapping window.
+    """
+
+    def __init__(
+        self, network: TorchPredictor, pixel: PixelPredictor, network_weight: float = 0.5
+    ) -> None:
+        self.network, self.pixel, self.network_weight = network, pixel, network_weight
+        self.bands, self.num_classes = network.bands, network.num_classes
+        self.tile_size, self.classes = pixel.tile_size, network.classes
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        weight = self.network_weight
+        return weight * self.network(batch) + (1 - weight) * self.pixel(batch)
+
+
+def checkpoint_member(content: dict[str, Any], use: str, where: Path) -> str:
+    """What a checkpoint predicts with: ``network``, ``pixel-gbm`` or ``ensemble``.
+
+    ``use`` ``auto`` is the member validation chose in training (the network for checkpoints
+    from before the pixel baseline). Asking for a member the checkpoint lacks is an InputError.
+    """
+    if use not in MEMBERS:
+        raise InputError(f"--use {use!r}: use one of {', '.join(MEMBERS)}")
+    has_network = content["model"].get("architecture") != "pixel-gbm"
+    has_baseline = content.get("baseline") is not None
+    chosen = (content.get("ensemble") or {}).get("use", "network")
+    member = chosen if use == "auto" else _MEMBER_KEYS[use]
+    if member != "network" and not has_baseline:
+        raise InputError(
+            f"{where}: has no pixel baseline (trained with --no-baseline or before it existed); "
+            "use --use network"
+        )
+    if member != "pixel-gbm" and not has_network:
+        raise InputError(f"{where}: a pixel-gbm checkpoint has no network; use --use baseline")
+    return str(member)
+
+
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto"
-) -> TorchPredictor | OnnxPredictor:
-    """A predictor from a checkpoint (``.pt``), a TorchScript (``.ts``) or ONNX (``.onnx``) file."""
+    path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    allow_unfinished: bool = False,
+    use: Member | str = "auto",
+) -> TorchPredictor | OnnxPredictor | PixelPredictor | EnsemblePredictor:
+    """A predictor from a checkpoint (``.pt``), a TorchScript (``.ts``) or ONNX (``.onnx``) file.
+
+    A checkpoint of a run that did not finish (its ``run.json`` says so) is refused unless
+    ``allow_unfinished``. ``use`` picks the member of a checkpoint: ``auto`` (what validation
+    chose), ``network``, ``baseline`` or ``ensemble``.
+    """
     where = Path(path)
+    if not allow_unfinished:
+        from geotiler.train.run_state import check_finished
+
+        check_finished(where)
     if where.suffix == ".onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")
+        if use not in ("auto", "network"):
+            raise InputError(f"{where}: an ONNX model holds a network only; drop --use {use}")
         return OnnxPredictor(where)
     if where.suffix in (".ts", ".torchscript") or (where.is_file() and is_torchscript(where)):
         if not where.is_file():
             raise InputError(f"{where}: TorchScript model not found (write one: geotiler export)")
         return load_torchscript(where, resolve_device(device))
-    from geotiler.train.checkpoint import load_checkpoint
+    from geotiler.train.checkpoint import read_checkpoint, rebuild_model
 
-    model, meta = load_checkpoint(where)
-    return TorchPredictor(model, meta, resolve_device(device))
+    content = read_checkpoint(where)
+    member = checkpoint_member(content, use, where)
+    if member == "pixel-gbm":
+        meta = {k: v for k, v in content.items() if k not in ("state_dict", "resume")}
+        return PixelPredictor(meta)
+    model, meta = rebuild_model(content, where)
+    network = TorchPredictor(model, meta, resolve_device(device))
+    if member == "ensemble":
+        weight = float((content.get("ensemble") or {}).get("network_weight", 0.5))
+        return EnsemblePredictor(network, PixelPredictor(meta), weight)
+    return network

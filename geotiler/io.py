@@ -24,8 +24,10 @@ from typing import Any
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+from geotiler import limits, outputs
 from geotiler.catalog import ClassInfo, ClassTable
-from geotiler.errors import InputError, OutputExistsError, RasterError
+from geotiler.errors import InputError, RasterError
+from geotiler.outputs import Inputs, Kind
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +47,14 @@ def open_raster(path: PathLike) -> Any:
         with warnings.catch_warnings():
             # Chips without georeference are welcome: they get a plain pixel grid.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(name)
+            dataset = rasterio.open(name)
     except RasterioIOError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "unreadable"
         if "not recognized as" in reason or "not a supported file format" in reason:
             reason = "not a raster GDAL can read (corrupt, truncated or another kind of file)"
         raise RasterError(f"{name}: {reason}") from exc
+    limits.check_declared_size(dataset, name)
+    return dataset
 
 
 @dataclass(frozen=True)
@@ -101,35 +105,48 @@ def geotiff_profile(
     return profile
 
 
-def check_output(path: PathLike, *, overwrite: bool) -> Path:
-    """Refuse an existing output unless ``overwrite``; the parent folder must be writable."""
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target}: exists; pass --overwrite to replace it")
+def check_output(
+    path: PathLike, *, overwrite: bool, kind: Kind | None = None, inputs: Inputs = ()
+) -> Path:
+    """Refuse an output geotiler may not write (see :func:`geotiler.outputs.check_output`)."""
+    target = outputs.check_output(path, kind or kind_of(path), overwrite=overwrite, inputs=inputs)
     parent = target.parent if str(target.parent) else Path(".")
     if parent.exists() and not os.access(parent, os.W_OK):
         raise RasterError(f"{target}: cannot write into {parent} (permission denied)")
     return target
 
 
+def kind_of(path: PathLike) -> Kind:
+    """The output kind a file name suggests (a GeoTIFF unless it ends in .pt or .onnx)."""
+    suffix = Path(path).suffix.lower()
+    return "checkpoint" if suffix in (".pt", ".pth") else "onnx" if suffix == ".onnx" else "geotiff"
+
+
 @contextlib.contextmanager
-def atomic_output(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output(
+    path: PathLike, *, overwrite: bool = False, kind: Kind | None = None, inputs: Inputs = ()
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it (and its sidecars) into place on success.
 
-    On any exception the temporary output is removed and ``path`` is left as it was.
+    The output is claimed first (:func:`geotiler.outputs.claim`: checked, locked against other
+    writers, dead writers' leftovers swept). On any exception the temporary output is removed and
+    ``path`` is left as it was.
     """
-    target = check_output(path, overwrite=overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}{target.suffix}")
-    try:
-        yield temporary
-    except BaseException:
-        _remove(temporary)
-        for sidecar in _sidecars(temporary):
-            _remove(sidecar)
-        raise
-    if target.exists():
-        _remove(target)
+    with outputs.claim(path, kind or kind_of(path), overwrite=overwrite, inputs=inputs) as target:
+        temporary = target.with_name(
+            f".{target.name}.partial-{uuid.uuid4().hex[:8]}{target.suffix}"
+        )
+        try:
+            yield temporary
+        except BaseException:
+            _remove(temporary)
+            for sidecar in _sidecars(temporary):
+                _remove(sidecar)
+            raise
+        _move_into_place(temporary, target)
+
+
+def _move_into_place(temporary: Path, target: Path) -> None:
     for sidecar in _sidecars(target):
         _remove(sidecar)
     for sidecar in _sidecars(temporary):

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,14 +24,12 @@ from geotiler.catalog import Catalog
 from geotiler.config import StageSettings, resolve_settings
 from geotiler.errors import CatalogError
 from geotiler.grid import Grid
+from geotiler.progress import ProgressFactory, no_progress
 
 log = logging.getLogger(__name__)
 
 StageName = Literal["rescale", "tile", "train", "predict", "evaluate"]
 STAGES: tuple[StageName, ...] = ("rescale", "tile", "train", "predict", "evaluate")
-ProgressFactory = Callable[
-    [str, int, str], contextlib.AbstractContextManager[Callable[[int], None]]
-]
 
 
 @dataclass
@@ -47,11 +45,6 @@ class StageReport:
 class PipelineReport:
     dataset: str
     stages: list[StageReport] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _no_progress(_: str, __: int, ___: str) -> Iterator[Callable[[int], None]]:
-    yield lambda _n: None
 
 
 def select_stages(start: str | None = None, only: Sequence[str] = ()) -> list[StageName]:
@@ -81,7 +74,7 @@ def run_pipeline(
     dataset: str | None = None,
     force: Sequence[StageName] = (),
     only: Sequence[StageName] = (),
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     on_stage: Callable[[StageReport], None] | None = None,
 ) -> PipelineReport:
     """Run the stages of ``pipeline`` for ``dataset``; ``only`` restricts, ``force`` re-runs."""
@@ -277,11 +270,9 @@ def _many_scenes(catalog: Catalog, name: str) -> bool:
 
 class _Train(_Stage):
     def settings(self, catalog: Catalog, name: str, pipeline: dict[str, Any]) -> StageSettings:
-        from geotiler.train.models import load_preset
-        from geotiler.train.settings import TrainSettings
+        from geotiler.train.settings import TrainSettings, preset_defaults
 
-        chosen = (pipeline.get("train") or {}).get("model") or TrainSettings().model
-        base = dict(load_preset(chosen).train)
+        base = preset_defaults((pipeline.get("train") or {}).get("model"))
         return resolve_settings(
             TrainSettings, stage="train", pipeline=pipeline, dataset_defaults=base
         )
@@ -294,13 +285,25 @@ class _Train(_Stage):
     ) -> dict[str, Any]:
         from geotiler.train.trainer import Callbacks, train
 
-        with progress("train", settings.epochs, "epochs") as advance:
-            callbacks = Callbacks(on_epoch_end=lambda _report: advance(1))
+        # Epochs when they are given; under a time budget the bar fills when training ends.
+        with progress("train", settings.epochs or 1, "epochs") as advance:
+            callbacks = Callbacks(
+                on_epoch_end=lambda _report: advance(1) if settings.epochs else None
+            )
             result = train(
                 catalog.output_path("tile", name), output, settings, overwrite=True,
                 callbacks=callbacks,
             )  # fmt: skip
-        return {"val mIoU": round(result.best.miou, 3), "best epoch": result.best_epoch}
+            if not settings.epochs:
+                advance(1)
+        details: dict[str, Any] = {
+            "val mIoU": round(result.best.miou, 3),
+            "best epoch": result.best_epoch,
+        }
+        if result.comparison:
+            details["pixel baseline val mIoU"] = round(result.comparison["pixel-gbm"], 3)
+            details["predicts with"] = result.chosen
+        return details
 
 
 class _Predict(_Stage):
@@ -319,28 +322,21 @@ class _Predict(_Stage):
         self, catalog: Catalog, name: str, settings: Any, output: Path, progress: ProgressFactory
     ) -> dict[str, Any]:
         from geotiler.inference import load_predictor
-        from geotiler.predict_many import PredictJob, count_job_tiles, plan_jobs, predict_many
-        from geotiler.tiles.scenes import resolve_scenes
+        from geotiler.predict_many import PredictOptions, run_predict
 
         *scenes, checkpoint = self.inputs(catalog, name)
         predictor = load_predictor(checkpoint, device=settings.device)
-        if _many_scenes(catalog, name):
-            jobs = plan_jobs(scenes, output)
-        else:
-            jobs = [PredictJob(resolve_scenes(scenes)[0], output)]
-        total = count_job_tiles(jobs, predictor.tile_size, settings.overlap)
-        with progress("predict", total, "tiles") as advance:
-            results = predict_many(
-                jobs, predictor=predictor, classes=predictor.classes,
-                overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,
-                cog=settings.cog, overwrite=True, progress=advance,
-            )  # fmt: skip
+        options = PredictOptions(
+            overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,
+            cog=settings.cog, overwrite=True,
+        )  # fmt: skip
+        _, results = run_predict(
+            [str(s) for s in scenes], output, predictor=predictor, classes=predictor.classes,
+            options=options, progress=progress,
+        )  # fmt: skip
         tiles, seconds = sum(r.tiles for r in results), sum(r.seconds for r in results)
-        return {
-            "maps": len(results),
-            "tiles": tiles,
-            "tiles/s": round(tiles / max(seconds, 1e-9), 1),
-        }
+        rate = round(tiles / max(seconds, 1e-9), 1)
+        return {"maps": len(results), "tiles": tiles, "tiles/s": rate}
 
 
 def _held_out(catalog: Catalog, name: str) -> list[Any]:
@@ -388,8 +384,9 @@ class _Evaluate(_Stage):
         rows = Grid.from_raster(prediction).rows
         with progress("evaluate", rows, "rows") as advance:
             result = evaluate(
-                prediction, truths[0], output, scene=_first_scene(catalog, name), progress=advance
-            )
+                prediction, truths[0], output, scene=_first_scene(catalog, name),
+                progress=advance, overwrite=True,
+            )  # fmt: skip
         return {"mIoU": round(result.metrics["miou"], 3), "report": str(output)}
 
 

@@ -25,9 +25,13 @@ def write_report(catalog: Catalog, report: PipelineReport) -> Path:
         details = ", ".join(f"{k}: {v}" for k, v in stage.details.items())
         lines.append(f"| {stage.stage} | {stage.status} | {stage.seconds:.1f} | {details} |")
     lines += ["", *_tiles_section(catalog.output_path("tile", name))]
-    curves = _training_curves(catalog.output_path("train", name), folder)
-    if curves is not None:
-        lines += ["## Training", "", f"![training curves]({curves.name})", ""]
+    run_dir = catalog.output_path("train", name)
+    curves = _training_curves(run_dir, folder)
+    comparison = _comparison_lines(run_dir)
+    if curves is not None or comparison:
+        lines += ["## Training", "", *comparison]
+        if curves is not None:
+            lines += [f"![training curves]({curves.name})", ""]
     lines += _metrics_section(folder / "metrics.json")
     for picture, title in (("quicklook.png", "Quick-look"), ("confusion_matrix.png", "Confusion")):
         if (folder / picture).is_file():
@@ -53,6 +57,33 @@ def _tiles_section(store: Path) -> list[str]:
     lines += [f"| dropped: {reason} | {n} |" for reason, n in summary["dropped"].items()]
     lines += [f"| kept in {split} | {n} |" for split, n in summary["splits"].items()]
     return [*lines, ""]
+
+
+def _comparison_lines(run_dir: Path) -> list[str]:
+    """The network beside the pixel baseline (and their average), from the run's metrics.json."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return []
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    baseline = (metrics.get("pixel_baseline") or {}).get("val_miou")
+    network = (metrics.get("network") or {}).get("val_miou")
+    chosen = metrics.get("chosen", "network")
+    uses = {"network": "the network", "pixel-gbm": "the pixel baseline", "ensemble": "both"}
+    if network is None and baseline is not None:
+        return [f"Pixel baseline (the model): val mIoU {_num(baseline)}.", ""]
+    if baseline is None:
+        return [f"Network val mIoU {_num(network)} (no pixel baseline fitted).", ""]
+    average = (metrics.get("ensemble") or {}).get("val_miou")
+    return [
+        f"**network val mIoU {_num(network)} vs pixel baseline {_num(baseline)}** (their "
+        f"average {_num(average)}, on the same validation pixels); the default checkpoint "
+        f"predicts with {uses.get(chosen, chosen)}.",
+        "",
+    ]
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _metrics_section(path: Path) -> list[str]:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# As `geotiler` itself does (geotiler/cli/__init__.py), before any test module loads torch or
+# LightGBM (and their OpenMP): threads spinning while they wait made training steps 10-40x slower
+# on a busy machine, and timed runs (a 20 s budget) overran.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -110,3 +110,64 @@ def test_finer_truth_is_rescaled_with_mode_first(runner, write_raster, tmp_path)
     metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert metrics["pixel_accuracy"] == 1.0
     assert metrics["pixels_scored"] == 4
+
+
+def test_a_truth_class_the_prediction_lacks_counts_with_iou_0(write_raster, tmp_path) -> None:
+    from geotiler.io import write_class_metadata
+
+    truth = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [4, 4, 0, 0], [4, 4, 4, 0]], np.uint8)
+    pred = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [1, 2, 0, 0], [2, 1, 1, 0]], np.uint8)
+    pred_path = write_raster("pred.tif", pred, nodata=0)
+    write_class_metadata(pred_path, CLASSES)  # the model's table: no class 4
+    truth_table = ClassTable(
+        name="reference",
+        nodata=0,
+        classes=(
+            ClassInfo(id=1, name="crops", color="#ffff00"),
+            ClassInfo(id=2, name="woods", color="#00aa00"),
+            ClassInfo(id=4, name="marsh", color="#00ffff"),
+        ),
+    )
+    truth_path = write_raster("truth.tif", truth, nodata=0)
+    write_class_metadata(truth_path, truth_table)
+    metrics = evaluate(pred_path, truth_path, tmp_path / "r").metrics
+    ious = {e["id"]: e["iou"] for e in metrics["classes"]}
+    names = {e["id"]: e["name"] for e in metrics["classes"]}
+    assert ious[4] == 0.0  # marsh is in the truth, never predicted
+    assert ious[1] == pytest.approx(4 / 7) and ious[2] == pytest.approx(4 / 6)
+    assert metrics["miou"] == pytest.approx((4 / 7 + 4 / 6 + 0) / 3, abs=1e-5)
+    assert metrics["classes_in_truth"] == 3 and metrics["pixels_scored"] == 13
+    assert names == {1: "crops", 2: "woods", 4: "marsh"}  # the truth's names, not the model's
+    assert metrics["class_names_from"] == "truth"
+
+
+def test_a_class_only_in_the_prediction_is_not_averaged(write_raster, tmp_path) -> None:
+    truth = write_raster("t.tif", np.array([[1, 1], [2, 2]], np.uint8), nodata=0)
+    pred = write_raster("p.tif", np.array([[1, 3], [2, 2]], np.uint8), nodata=0)
+    metrics = evaluate(pred, truth, tmp_path / "r").metrics
+    ious = {e["id"]: e["iou"] for e in metrics["classes"]}
+    assert ious == {1: 0.5, 2: 1.0, 3: 0.0}
+    assert metrics["miou"] == pytest.approx(0.75)  # over classes 1 and 2 of the truth
+    assert metrics["class_names_from"] == "ids"
+    assert {e["name"] for e in metrics["classes"]} == {"class 1", "class 2", "class 3"}
+
+
+def test_quicklook_draws_any_class_map_with_a_legend(runner, write_raster, tmp_path) -> None:
+    from geotiler.cli import app
+
+    pytest.importorskip("matplotlib")
+    labels = np.kron(np.array([[1, 2], [3, 7]], np.uint8), np.ones((30, 30), np.uint8))
+    labels[:5] = 0
+    plain = write_raster("plain.tif", labels, nodata=0)  # no class table at all
+    result = runner.invoke(app, ["quicklook", str(plain)])
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "plain.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = runner.invoke(app, ["quicklook", str(plain)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    named = runner.invoke(
+        app, ["quicklook", str(plain), "-o", str(tmp_path / "q.png"), "--classes", "catalonia12"]
+    )
+    assert named.exit_code == 0, named.output
+    same = runner.invoke(app, ["quicklook", str(plain), "-o", str(plain)])
+    assert same.exit_code == 1 and "replace its own map" in same.output

@@ -17,6 +17,7 @@ from geotiler.io import (
     require_single_band_integer,
     write_class_metadata,
 )
+from geotiler.outputs import output_tag
 
 REPO_CATALOG = Path(__file__).parents[1] / "data_catalog.yaml"
 
@@ -44,13 +45,15 @@ def test_atomic_output_moves_into_place_only_on_success(tmp_path: Path) -> None:
     target = tmp_path / "out" / "result.tif"
     with atomic_output(target) as temporary:
         assert temporary.parent == target.parent
-        temporary.write_text("done")
+        write_geotiff(temporary, np.ones((8, 8), np.uint8))
+        with rasterio.open(temporary, "r+") as dataset:
+            dataset.update_tags(**output_tag("test"))  # what geotiler's writers put in
         assert not target.exists()
-    assert target.read_text() == "done"
+    done = target.read_bytes()
     with pytest.raises(RuntimeError), atomic_output(target, overwrite=True) as temporary:
         temporary.write_text("half")
         raise RuntimeError("interrupted")
-    assert target.read_text() == "done"
+    assert target.read_bytes() == done
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.tif"]
 
 

@@ -247,3 +247,49 @@ def test_classes_leave_other_pixels_nodata_and_min_confidence_too(write_raster, 
     unsure = (probs.max(axis=0) < 0.9) & (truth > 0)
     assert unsure.any() and (strict[unsure] == 0).all()
     assert (strict[~unsure & (truth > 0)] == truth[~unsure & (truth > 0)]).all()
+
+
+def test_clouds_are_nodata_and_seasons_fill_them_in(write_raster, tmp_path) -> None:
+    april = make_scene(write_raster)
+    truth = pixelwise_truth(april)
+    with rasterio.open(april) as dataset:
+        data, profile = dataset.read(), dataset.profile
+    cloudy = np.zeros(truth.shape, np.uint8)
+    cloudy[20:50, 30:60] = 1
+    cloudy[60:70, 10:20] = 2  # shadow counts too
+    clouds = write_raster("clouds.tif", cloudy, block_px=32)
+    august = tmp_path / "august.tif"
+    with rasterio.open(august, "w", **profile) as dataset:
+        dataset.write(data)
+        dataset.descriptions = BANDS
+    with rasterio.open(april, "r+") as dataset:  # under the clouds April sees white, not land
+        white = dataset.read()
+        white[:, cloudy > 0] = 900
+        dataset.write(white)
+
+    alone = predict_scene(
+        april, tmp_path / "a.tif", predictor=PixelModel(), classes=CLASSES, clouds=[clouds]
+    )
+    with rasterio.open(tmp_path / "a.tif") as dataset:
+        labels = dataset.read(1)
+    covered = (cloudy > 0) & (truth > 0)
+    assert (labels[covered] == 0).all()  # never a land class under a cloud
+    assert alone.cloudy_pixels == int(covered.sum())
+    assert (labels[~covered] == truth[~covered]).all()
+
+    fused = predict_scene(
+        [april, august], tmp_path / "f.tif", predictor=PixelModel(), classes=CLASSES,
+        clouds=[clouds, None],
+    )  # fmt: skip
+    with rasterio.open(tmp_path / "f.tif") as dataset:
+        labels = dataset.read(1)
+    assert np.array_equal(labels, truth)  # April's clouds mapped from August
+    assert fused.cloudy_pixels == 0
+
+
+def test_spectral_clouds_need_the_visible_bands(write_raster, tmp_path) -> None:
+    scene = make_scene(write_raster)
+    with pytest.raises(InputError, match="B02, B03, B04"):
+        predict_scene(
+            scene, tmp_path / "x.tif", predictor=PixelModel(), classes=CLASSES, detect_clouds=True
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_geotiff  # at import: later conftests (train/, view/) take the name
 
 import geotiler.tiles.writer
 from geotiler.cli import app
@@ -161,3 +162,37 @@ def test_cli_missing_mask_says_to_rescale(write_raster, runner, tmp_path: Path) 
     scene = write_raster("s.tif", np.zeros((2, 64, 64), np.uint16))
     result = runner.invoke(app, ["tile", str(scene), "--mask", str(tmp_path / "none.tif")])
     assert result.exit_code == 1 and "none.tif: mask file not found" in result.output
+
+
+# sha256 of the arrays of the store below, as written by geotiler before scenes had their own
+# grids (commit e21b8e1): the single-grid (Catalonia) path must keep writing the same store.
+SINGLE_GRID_STORE_SHA256 = "c8fd8a3338481b6aa2636f80caed55e4e5c1681697d86fd3b3bbab14608e8e79"
+
+
+def test_single_grid_seasons_write_the_same_store_as_before(runner, tmp_path) -> None:
+    import hashlib
+
+    import zarr
+
+    rng = np.random.default_rng(11)
+    coarse = rng.integers(0, 5, size=(12, 10))
+    mask = np.kron(coarse, np.ones((16, 16), np.int64))[:180, :150].astype(np.uint8)
+    data = rng.integers(0, 4000, (4, 180, 150), np.uint16)
+    april = write_geotiff(tmp_path / "april.tif", data, layout="strip")
+    august = write_geotiff(tmp_path / "august.tif", rng.integers(0, 4000, (4, 180, 150), np.uint16))
+    mask_path = write_geotiff(tmp_path / "mask.tif", mask, nodata=0)
+    out = tmp_path / "t.zarr"
+    args = ["tile", str(april), str(august), "--mask", str(mask_path), "--size", "40"]
+    args += ["--overlap", "8", "--filter", "nodata:0.6", "--split", "block:0.6,0.2,0.2"]
+    result = runner.invoke(app, [*args, "-o", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    group = zarr.open_group(str(out), mode="r")
+    digest = hashlib.sha256()
+    for name in ("images", "masks"):
+        digest.update(np.ascontiguousarray(group[name][:]).tobytes())
+    for name in sorted(group["index"].array_keys()):
+        values = np.asarray(group["index"][name][:])
+        values = values.astype(np.int64) if name == "scene" else values
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    assert digest.hexdigest() == SINGLE_GRID_STORE_SHA256

@@ -203,7 +203,7 @@ def demo_catalog(tmp_path: Path, **synthetic: Any) -> Path:
     return path
 
 
-def test_ensure_demo_generates_once_and_again_when_the_spec_changes(tmp_path: Path) -> None:
+def test_ensure_demo_generates_once_and_refuses_when_the_spec_changes(tmp_path: Path) -> None:
     catalog = Catalog.load(demo_catalog(tmp_path))
     paths = ensure_demo(catalog)
     assert paths["mask"] == tmp_path / "work" / "demo" / "data" / "mask_1m.tif"
@@ -222,11 +222,13 @@ def test_ensure_demo_generates_once_and_again_when_the_spec_changes(tmp_path: Pa
     assert {key: path.stat().st_mtime_ns for key, path in paths.items()} == stamps
     assert not [p for p in paths["mask"].parent.parent.iterdir() if "partial" in p.name]
 
+    # Files made with other settings are never regenerated silently: the error names both.
     reseeded = Catalog.load(demo_catalog(tmp_path, seed=5))
     before = paths["mask"].read_bytes()
-    ensure_demo(reseeded)
-    assert paths["mask"].read_bytes() != before
-    assert '"seed": 5' in paths["manifest"].read_text()
+    with pytest.raises(CatalogError, match=r"seed=0 there vs 5 asked.*synth --dataset demo"):
+        ensure_demo(reseeded)
+    assert paths["mask"].read_bytes() == before
+    assert '"seed": 0' in paths["manifest"].read_text()
 
 
 def test_ensure_demo_refuses_a_dataset_that_is_not_generated(tmp_path: Path) -> None:

@@ -15,20 +15,42 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer
 from typer.core import TyperGroup
 
-from geotiler.errors import GeotilerError
+from geotiler.errors import GeotilerError, RunInterrupted
 
 
 class _Group(TyperGroup):
-    """Turns a :class:`GeotilerError` into one line on stderr and exit status 1."""
+    """Turns a :class:`GeotilerError` into one line on stderr and exit status 1.
+
+    Ctrl-C (or SIGTERM) is one line saying what became of the outputs, exit status 130; read and
+    file-system failures are one line too (see :mod:`geotiler.cli.failures`).
+    """
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
+        from geotiler.cli import failures
+
         try:
             return super().invoke(ctx)
         except GeotilerError as exc:
-            from geotiler.cli.console import err_console
-
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _say("error", failures.one_line(str(exc)))
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as exc:
+            failures.quiet_after_interrupt()
+            told = str(exc) if isinstance(exc, RunInterrupted) else None
+            _say("interrupted", told or failures.interrupted(ctx.invoked_subcommand))
+            raise typer.Exit(failures.INTERRUPT_EXIT) from None
+        except OSError as exc:  # rasterio's read errors are OSErrors too
+            line = failures.describe(exc)
+            if line is None:
+                raise
+            _say("error", line)
+            raise typer.Exit(1) from None
+
+
+def _say(label: str, message: str) -> None:
+    from geotiler.cli.console import err_console
+
+    colour = "yellow" if label == "interrupted" else "red"
+    err_console.print(f"[bold {colour}]{label}:[/] {message}", highlight=False, soft_wrap=True)
 
 
 app = typer.Typer(
@@ -60,7 +82,7 @@ def _root(
         raise typer.Exit(0)
 
 
-_NOT_COMMANDS = {"console", "options"}
+_NOT_COMMANDS = {"console", "failures", "options"}
 
 
 def _register() -> None:
@@ -78,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     # Chips without georeference are supported (pixel grids): rasterio's warnings about their
     # identity transform are noise to a user.
     warnings.filterwarnings("ignore", message=r"(Dataset has no geotransform|The given matrix)")
+    from geotiler import interrupts
+
+    interrupts.install()  # SIGTERM cleans up as Ctrl-C does
     try:
         app(args=argv if argv is not None else sys.argv[1:], prog_name="geotiler")
     finally:

@@ -12,7 +12,13 @@ from rich.table import Table
 
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
-from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
+from geotiler.cli.options import (
+    CatalogOption,
+    DatasetOption,
+    OverwriteOption,
+    QuietOption,
+    load_catalog,
+)
 
 if TYPE_CHECKING:
     from geotiler.catalog import ClassTable
@@ -42,16 +48,21 @@ def evaluate(
         typer.Option("--scene", help="Scene for the quick-look (RGB from B04 B03 B02)."),
     ] = None,
     classes: Annotated[
-        str | None, typer.Option("--classes", help="Class table name (default: the map's own).")
+        str | None,
+        typer.Option("--classes", help="Catalog class table (default: the reference's own)."),
     ] = None,
+    overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     catalog: CatalogOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Score a map against a reference: per-class IoU, F1, precision, recall; PNGs.
 
-    Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG. Both rasters must
-    share a grid; a reference on a finer, aligned grid is rescaled with mode first.
+    Writes metrics.json, a confusion matrix (CSV and PNG) and a quick-look PNG into a new report
+    folder (--overwrite replaces a report folder geotiler wrote). Both rasters must share a grid;
+    a reference on a finer, aligned grid is rescaled with mode first. Every class of the
+    reference is scored (one the map never has counts with IoU 0) and mIoU averages the classes
+    present in the reference; names come from --classes or the reference's own table.
 
     A folder (or glob) of maps is scored against a folder of masks: pairs by file stem, scores per
     pair and overall (from the summed confusion matrix) in metrics.json and pairs.csv.
@@ -80,6 +91,7 @@ def evaluate(
             scene=scene,
             rescale=_mode_rescale,
             progress=advance,
+            overwrite=overwrite,
         )
     if quiet:
         return
@@ -95,9 +107,12 @@ def evaluate(
     console.print(summary)
     metrics = result.metrics
     console.print(
-        f"mIoU {_pct(metrics['miou'])}, pixel accuracy {_pct(metrics['pixel_accuracy'])}, "
+        f"mIoU over the {metrics['classes_in_truth']} classes of the reference "
+        f"{_pct(metrics['miou'])}, pixel accuracy {_pct(metrics['pixel_accuracy'])}, "
         f"macro F1 {_pct(metrics['macro_f1'])}; report in {result.report_dir}"
     )
+    if metrics["class_names_from"] == "ids":
+        console.print("[yellow]note:[/] the reference has no class table: pass --classes TABLE")
 
 
 def _pct(value: float) -> str:

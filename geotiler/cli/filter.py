@@ -27,6 +27,7 @@ from geotiler.cli.tile import (
     SplitOption,
     parse_split_aoi,
     print_store_summary,
+    warn_empty_splits,
 )
 
 DECISION_KEYS = ("filters", "balance", "split", "split_aoi", "seed", "block_tiles")
@@ -54,9 +55,11 @@ def filter_(
 ) -> None:
     """Re-decide filters, splits and balancing of a tile store without re-reading rasters.
 
-    Options not given keep the store's current choice. Takes seconds even for large stores.
+    Options not given keep the store's current choice. --filter replaces the store's whole list
+    of filters (give every filter you want in force; --no-filters drops them all); the summary
+    prints the filters in force. Takes seconds even for large stores.
 
-    Examples: [bold]geotiler filter --filter water-only:0.9 --filter cloud:0.1[/],
+    Examples: [bold]geotiler filter --filter nodata:0.5 --filter water-only --filter cloud:0.2[/],
     [bold]geotiler filter work/demo/tiles.zarr --balance median --split block:0.7,0.2,0.1[/].
     """
     from geotiler.tiles.decisions import export_index, refilter
@@ -80,6 +83,7 @@ def filter_(
     result = refilter(target, settings.decisions())
     if index is not None:
         export_index(result, index)
+    warn_empty_splits(result.attrs)
     if not quiet:
         print_store_summary(result.attrs)
 

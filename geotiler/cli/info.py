@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from geotiler.cli import app
-from geotiler.cli.console import console
+from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import QuietOption
 
 if TYPE_CHECKING:
@@ -22,11 +22,18 @@ def info(
     sample_px: Annotated[
         int, typer.Option(help="Pixels sampled for the class histogram of large rasters.")
     ] = 4_000_000,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Tile store: read every tile and check it.")
+    ] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Describe a raster: grid, dtype, bands, nodata, block layout, overviews, class histogram.
 
-    Example: [bold]geotiler info work/demo/data/mask_1m.tif[/]
+    A tile store is checked as it opens (every shard there, its index intact); --verify also
+    reads every tile and checks its class counts and band sums against the store's index.
+
+    Example: [bold]geotiler info work/demo/data/mask_1m.tif[/], [bold]geotiler info
+    work/demo/tiles.zarr --verify[/]
     """
     if path.is_dir() and (path / "zarr.json").is_file():
         from geotiler.cli.tile import print_store_summary
@@ -36,12 +43,32 @@ def info(
         if not quiet:
             console.print(f"[bold]{path}[/]: {len(store)} tiles, {store.describe()}")
             print_store_summary(store.attrs)
+        if verify:
+            _verify(path, len(store), quiet=quiet)
         return
     from geotiler.info import raster_info
 
     details = raster_info(path, sample_px=sample_px)
     if not quiet:
         _print_raster(details)
+
+
+def _verify(path: Path, tiles: int, *, quiet: bool) -> None:
+    from geotiler.errors import StoreError
+    from geotiler.tiles.verify import verify_tiles
+
+    with progress_bar("verify", tiles, unit="tiles", quiet=quiet) as advance:
+        report = verify_tiles(path, progress=advance)
+    if report.problems:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        raise StoreError(
+            f"store {path}: {report.problems[0]}{more}; re-run tile to rebuild it (--overwrite)"
+        )
+    if not quiet:
+        console.print(
+            f"verified {report.tiles} tiles in {report.shards} shards: all readable and as the "
+            "index says"
+        )
 
 
 def _print_raster(details: RasterInfo) -> None:

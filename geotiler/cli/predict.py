@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -81,9 +80,39 @@ def predict(
         Path | None,
         typer.Option(help="Also write per-class probabilities (uint8, value / 254)."),
     ] = None,
+    clouds: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clouds",
+            metavar="[SCENE=]FILE",
+            help="Cloud mask (1 cloud, 2 shadow, 0 clear) on a scene's grid, by scene name (file "
+            "stem); a bare FILE with one scene. Cloudy pixels are nodata unless another season "
+            "sees them. Repeatable. Default: the catalog's, for the dataset's scene.",
+        ),
+    ] = None,
+    detect_clouds: Annotated[
+        bool,
+        typer.Option(
+            "--detect-clouds",
+            help="Find clouds with the spectral test (bright and white in B02, B03, B04) in "
+            "scenes without a cloud mask.",
+        ),
+    ] = False,
+    use: Annotated[
+        str,
+        typer.Option(
+            help="Checkpoint member: auto (what validation chose), network, baseline, ensemble."
+        ),
+    ] = "auto",
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    allow_unfinished: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unfinished", help="Use a checkpoint of a run that was interrupted or failed."
+        ),
+    ] = False,
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     config: ConfigOption = None,
@@ -98,10 +127,12 @@ def predict(
     matched to the model's by name (the file's band descriptions, or --bands) and reordered.
 
     Several scenes (files, a folder or a glob) give one map each in the output folder, named
-    after the scene, with one model load.
+    after the scene, with one model load. Several season files of one grid with a .tif output
+    give one map fused per pixel from the seasons that see it clear of clouds.
 
     Examples: [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/],
-    [bold]geotiler predict images/ -o maps/ --model run/best.pt[/]
+    [bold]geotiler predict images/ -o maps/ --model run/best.pt[/],
+    [bold]geotiler predict apr.tif aug.tif -o map.tif --clouds apr=apr_clouds.tif[/]
     """
     from geotiler.predict import PredictSettings
 
@@ -122,39 +153,45 @@ def predict(
         from geotiler.synthetic import ensure_generated
 
         ensure_generated(cat, dataset)
-        scenes = [str(next(iter(cat.scene_paths(dataset).values())))]
+        season, first = next(iter(cat.scene_paths(dataset).items()))
+        scenes = [str(first)]
+        catalog_clouds = cat.cloud_mask_paths(dataset)
+        if not clouds and season in catalog_clouds:
+            clouds = [str(catalog_clouds[season])]
     output = output or cat.output_path("predict", dataset)
     model = model or _default_model(cat, dataset, quiet=quiet)
     from geotiler.inference import load_predictor
-    from geotiler.predict_many import count_job_tiles, is_many, plan_jobs, predict_many
+    from geotiler.outputs import check_not_input
+    from geotiler.predict_many import PredictOptions, run_predict
 
-    many = is_many(scenes, output)
-    jobs = plan_jobs(scenes, output, confidence=confidence, probabilities=probabilities)
-    if not many:
-        jobs = [replace(jobs[0], output=output, confidence=confidence, probabilities=probabilities)]
-    predictor = load_predictor(model, device=settings.device)
+    for target in (output, confidence, probabilities):
+        if target is not None:
+            check_not_input(target, [model])
+    predictor = load_predictor(
+        model, device=settings.device, allow_unfinished=allow_unfinished, use=use
+    )
     class_ids = (
         [predictor.classes.resolve(k.strip()) for k in classes.split(",")] if classes else None
     )
-    total = count_job_tiles(jobs, predictor.tile_size, settings.overlap)
-    with progress_bar("predict", total, unit="tiles", quiet=quiet) as advance:
-        results = predict_many(
-            jobs,
-            predictor=predictor,
-            classes=predictor.classes,
-            overlap_px=settings.overlap,
-            batch_size=settings.batch_size,
-            class_ids=class_ids,
-            min_confidence=min_confidence,
-            bands=[b.strip() for b in bands.split(",")] if bands else None,
-            tta=settings.tta,
-            cog=settings.cog,
-            overwrite=overwrite,
-            progress=advance,
-        )
+    options = PredictOptions(
+        overlap_px=settings.overlap,
+        batch_size=settings.batch_size,
+        class_ids=class_ids,
+        min_confidence=min_confidence,
+        bands=[b.strip() for b in bands.split(",")] if bands else None,
+        detect_clouds=detect_clouds,
+        tta=settings.tta,
+        cog=settings.cog,
+        overwrite=overwrite,
+    )
+    mode, results = run_predict(
+        scenes, output, predictor=predictor, classes=predictor.classes, options=options,
+        confidence=confidence, probabilities=probabilities, clouds=clouds or (),
+        progress=lambda label, total, unit: progress_bar(label, total, unit=unit, quiet=quiet),
+    )  # fmt: skip
     if quiet:
         return
-    if many:
+    if mode == "many":
         _many_summary(results, output)
     else:
         _summary(results[0], predictor.classes.names)
@@ -197,7 +234,7 @@ def _summary(result: PredictResult, names: dict[int, str]) -> None:
     console.print(
         f"{result.tiles} tiles in {result.seconds:.1f} s "
         f"({result.tiles / max(result.seconds, 1e-9):.1f} tiles/s); "
-        f"{result.nodata_pixels:,} nodata pixels"
+        f"{result.nodata_pixels:,} nodata pixels, of which {result.cloudy_pixels:,} under clouds"
     )
 
 

@@ -109,7 +109,7 @@ def rescale(
         source_grid, like=like, factor=settings.factor, resolution=settings.resolution
     )
     out = output or cat.output_path("rescale", name)
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, kind="geotiff", inputs=[source])
     with progress_bar("rescaling", source_grid.rows, unit="source rows", quiet=quiet) as advance:
         result = rescale_with_settings(
             source, target, out, settings, classes=table, overwrite=overwrite, progress=advance

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from geotiler.cli import app
-from geotiler.cli.console import console, progress_bar
+from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
     CatalogOption,
     ConfigOption,
@@ -178,6 +178,7 @@ def tile(
     )  # fmt: skip
     if index is not None:
         export_index(store, index)
+    warn_empty_splits(store.attrs)
     if not quiet:
         print_store_summary(store.attrs)
 
@@ -211,6 +212,8 @@ def print_store_summary(attrs: StoreAttrs) -> None:
         return
     summary = decisions.summary
     _print_plan(attrs)
+    in_force = decisions.settings.get("filters") or []
+    console.print(f"filters in force: {', '.join(in_force) if in_force else 'none'}")
     counts = Table(title="tiles", title_justify="left", show_header=False)
     counts.add_column("what", style="bold")
     counts.add_column("tiles", justify="right")
@@ -235,6 +238,24 @@ def print_store_summary(attrs: StoreAttrs) -> None:
             str(row["id"]), row["name"], f"{100 * row['before']:.2f}%", f"{100 * row['after']:.2f}%"
         )
     console.print(shares)
+
+
+def warn_empty_splits(attrs: StoreAttrs) -> None:
+    """A warning on stderr (even with --quiet) for each split left without a kept tile."""
+    decisions = attrs.decisions
+    if decisions is None or not decisions.summary:
+        return
+    splits = decisions.summary.get("splits", {})
+    empty = [name for name, kept in splits.items() if kept == 0]
+    if empty and sum(splits.values()) > 0:
+        err_console.print(
+            f"[yellow]warning:[/] no kept tile in the {' and '.join(empty)} split(s) "
+            f"({', '.join(f'{k} {v}' for k, v in splits.items())}); train needs train and val "
+            "tiles: use a larger area, smaller --size or --block-tiles, or other --split "
+            "fractions",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_plan(attrs: StoreAttrs) -> None:

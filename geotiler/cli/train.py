@@ -30,9 +30,39 @@ def train(
         Path | None, typer.Argument(help="Tile store (default: the dataset's tiles.zarr).")
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Model preset or preset YAML.")
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Model preset, preset YAML, or pixel-gbm (default: the recipe's)."
+        ),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs to train.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs to train (instead of a time budget).")
+    ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Train to a time budget: 90s, 10m, 1h or auto (the default).",
+            show_default=False,
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool | None,
+        typer.Option("--baseline/--no-baseline", help="Fit the pixel baseline beside the network."),
+    ] = None,
+    ensemble: Annotated[
+        bool | None,
+        typer.Option(
+            "--ensemble/--no-ensemble",
+            help="Let validation choose network, baseline or their average for predict.",
+        ),
+    ] = None,
+    normalisation: Annotated[
+        str | None,
+        typer.Option(
+            help="robust (1st-99th percentile clip, the default) or store (its mean/std)."
+        ),
+    ] = None,
     loss: Annotated[
         str | None, typer.Option(help="ce, dice, focal[:gamma], jaccard or a sum: ce+dice.")
     ] = None,
@@ -94,6 +124,16 @@ def train(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Run folder (default: work/<ds>/run).")
     ] = None,
+    corrections: Annotated[
+        Path | None,
+        typer.Option(
+            help="Corrections GeoPackage from `geotiler view`: fine-tune --resume RUN on them.",
+            dir_okay=False,
+        ),
+    ] = None,
+    correction_weight: Annotated[
+        float, typer.Option(min=1.0, help="Corrected tiles' sampling weight, times the top one.")
+    ] = 4.0,
     overwrite: OverwriteOption = False,
     dataset: DatasetOption = None,
     config: ConfigOption = None,
@@ -102,17 +142,27 @@ def train(
 ) -> None:
     """Train a segmentation model on a tile store; writes best.pt, last.pt and metrics.csv.
 
-    Examples: [bold]geotiler train[/] (the default dataset and preset unet-small),
+    With no options the recipe chooses model, batch, learning rate, loss and class weighting from
+    the store (printed, and saved as plan.json) and trains to a time budget (--time auto: at most
+    15 min on a CPU). A per-pixel LightGBM baseline is fitted on the same tiles and scored on the
+    same validation pixels; best.pt predicts with the network, the baseline or their average,
+    whichever scored best (metrics.json has all three).
+
+    Examples: [bold]geotiler train[/] (the default dataset, the recipe's choices),
+    [bold]geotiler train tiles.zarr --time 10m[/],
+    [bold]geotiler train --model pixel-gbm[/] (the baseline alone is the model),
     [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
     [bold]geotiler train -m segformer-b0 --encoder-weights mit-b0/model.safetensors
     --freeze-encoder 2 --encoder-lr-scale 0.1[/],
     [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
-    [bold]geotiler train --resume work/demo/run --epochs 20[/].
+    [bold]geotiler train --resume work/demo/run --epochs 20[/],
+    [bold]geotiler train --corrections corrections.gpkg --resume work/demo/run --epochs 3[/]
+    (adds the corrected tiles to the store, fine-tunes a copy of the run in RUN-corrected,
+    predicts the scene again and compares the scores before and after).
     """
     from geotiler.train.checkpoint import read_checkpoint
     from geotiler.train.distributed import is_main_process
-    from geotiler.train.models import load_preset
-    from geotiler.train.settings import TrainSettings
+    from geotiler.train.settings import TrainSettings, preset_defaults
     from geotiler.train.trainer import train as run_training
 
     cli = {
@@ -122,8 +172,17 @@ def train(
         "max_train_tiles": max_train_tiles, "device": device, "workers": workers, "reader": reader,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
         "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
+        "time": time_budget, "baseline": baseline, "ensemble": ensemble,
+        "normalisation": normalisation,
     }  # fmt: skip
     pipeline = load_pipeline(config)
+    if corrections is not None:
+        if resume is None:
+            raise typer.BadParameter("--corrections needs --resume RUN (the run to fine-tune)")
+        _train_on_corrections(
+            corrections, resume, store, output, cli, correction_weight, overwrite, quiet
+        )
+        return
     name = dataset or pipeline.get("dataset")
     base: dict[str, Any]
     if resume is not None:
@@ -133,8 +192,7 @@ def train(
         base, output = dict(previous["settings"]), resume
         store = store or Path(previous["store"])
     else:
-        chosen = model or (pipeline.get("train") or {}).get("model") or TrainSettings().model
-        base = dict(load_preset(chosen).train)
+        base = preset_defaults(model or (pipeline.get("train") or {}).get("model"))
     settings = resolve_settings(
         TrainSettings, stage="train", cli=cli, pipeline=pipeline, dataset_defaults=base
     )
@@ -150,6 +208,45 @@ def train(
         )  # fmt: skip
     if not quiet:
         _summary(result)
+        if result.comparison:
+            console.print(comparison_line(result.comparison, result.chosen), highlight=False)
+
+
+def _train_on_corrections(
+    corrections: Path,
+    run: Path,
+    store: Path | None,
+    output: Path | None,
+    cli: dict[str, Any],
+    weight: float,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    from geotiler.train.corrections import fine_tune_settings, train_on_corrections
+
+    settings = fine_tune_settings(run, {k: v for k, v in cli.items() if v is not None})
+    with _Display(quiet) as display:
+        result = train_on_corrections(
+            corrections, run, settings, store=store, output=output, weight_factor=weight,
+            overwrite=overwrite, callbacks=display.callbacks(),
+        )  # fmt: skip
+    if quiet:
+        return
+    table = Table(
+        title=f"fine-tuned on {result.tiles_added} corrected tiles",
+        title_justify="left",
+        caption=f"run {result.run_dir}" + (f"; new map {result.map}" if result.map else ""),
+        caption_justify="left",
+    )
+    for column in ("score", "before", "after"):
+        table.add_column(column, justify="left" if column == "score" else "right")
+    b, a = result.before, result.after
+    table.add_row(
+        "corrected pixels: accuracy", _pct(b.corrected_accuracy), _pct(a.corrected_accuracy)
+    )
+    table.add_row("validation split: mIoU", _pct(b.val_miou), _pct(a.val_miou))
+    table.add_row("validation split: accuracy", _pct(b.val_accuracy), _pct(a.val_accuracy))
+    console.print(table)
 
 
 class _Display:
@@ -184,7 +281,28 @@ class _Display:
 
         if self.quiet:
             return Callbacks()
-        return Callbacks(self._start, self._batch, self._end, self._note)
+        return Callbacks(
+            on_epoch_start=self._start, on_batch=self._batch, on_epoch_end=self._end,
+            on_plan=self._plan, on_stage=self._stage, on_note=self._note,
+        )  # fmt: skip
+
+    def _plan(self, plan: Any) -> None:
+        table = Table(title="training plan (plan.json)", title_justify="left", box=None)
+        for column in ("setting", "value", "why"):
+            table.add_column(column)
+        for name, choice in plan.choices.items():
+            table.add_row(name, str(choice.value), "given" if choice.given else choice.reason)
+        fp = plan.fingerprint
+        table.caption = (
+            f"{fp['train_tiles']} training / {fp['val_tiles']} validation tiles of "
+            f"{fp['tile_size']} px, {len(fp['bands'])} bands, {fp['classes_present']} classes, "
+            f"{fp['labelled_share']:.0%} labelled"
+        )
+        table.caption_justify = "left"
+        self.progress.console.print(table)
+
+    def _stage(self, what: str) -> None:
+        self.progress.console.print(f"[dim]{what}...[/]")
 
     def _note(self, text: str) -> None:
         self.progress.console.print(text, highlight=False, soft_wrap=True)
@@ -202,12 +320,34 @@ class _Display:
 
     def _end(self, report: Any) -> None:
         star = " [green]best[/]" if report.is_best else ""
+        planned = f"/{report.epochs}" if report.epochs else ""
+        if report.budget:
+            planned += f" ({report.budget})"
+        others = (
+            f"  (baseline {report.baseline_miou:.4f}, average {report.ensemble_miou:.4f})"
+            if report.baseline_miou == report.baseline_miou
+            else ""
+        )
         self.progress.console.print(
-            f"epoch {report.epoch}/{report.epochs}  train loss {report.train_loss:.4f}  "
-            f"val loss {report.val_loss:.4f}  val mIoU {report.scores.miou:.4f}  "
+            f"epoch {report.epoch}{planned}  train loss {report.train_loss:.4f}  "
+            f"val loss {report.val_loss:.4f}  val mIoU {report.scores.miou:.4f}{others}  "
             f"acc {report.scores.pixel_accuracy:.4f}  {report.tiles_per_s:.1f} tiles/s{star}",
             highlight=False,
         )
+
+
+def comparison_line(comparison: dict[str, float], chosen: str) -> str:
+    """ "network val mIoU 0.31 vs pixel baseline 0.24 (average 0.33); predict uses: ..."."""
+    from geotiler.train.ensemble import BASELINE, ENSEMBLE, NETWORK
+
+    words = {NETWORK: "the network", BASELINE: "the pixel baseline", ENSEMBLE: "their average"}
+    if NETWORK not in comparison:
+        return f"pixel baseline val mIoU {_pct(comparison[BASELINE])}; best.pt is the baseline"
+    return (
+        f"network val mIoU {_pct(comparison[NETWORK])} vs pixel baseline "
+        f"{_pct(comparison[BASELINE])} (average {_pct(comparison[ENSEMBLE])}); "
+        f"best.pt predicts with {words[chosen]}"
+    )
 
 
 def _summary(result: Any) -> None:

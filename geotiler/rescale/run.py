@@ -41,6 +41,7 @@ from geotiler.io import (
     read_class_table,
     write_class_metadata,
 )
+from geotiler.outputs import output_tag
 from geotiler.rescale.methods import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
 from geotiler.rescale.plan import Schedule, make_plan, plan_units
 
@@ -173,7 +174,7 @@ def rescale(
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    check_output(out, overwrite=overwrite)
+    check_output(out, overwrite=overwrite, kind="geotiff", inputs=[source])
     started = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb):
         with open_raster(source) as dataset:
@@ -187,7 +188,7 @@ def rescale(
             log.warning(notice)
         with _executor(scheduler, workers) as (compute, threads):
             schedule = plan_units(plan, layout, memory_mb * MIB // (2 * threads), threads)
-            with atomic_output(out, overwrite=overwrite) as tmp:
+            with atomic_output(out, overwrite=overwrite, kind="geotiff", inputs=[source]) as tmp:
                 profile = geotiff_profile(
                     dtype=plan.dtype, nodata=plan.nodata, block_px=block_px, compress=compress
                 )
@@ -337,6 +338,7 @@ def _write(
         "transform": target.transform,
     }
     with rasterio.open(path, "w", **profile) as dataset:
+        dataset.update_tags(**output_tag("rescale"))
         writer = _BlockRowWriter(dataset, plan, schedule.units)
         results = _results(plan, schedule.units, threads, compute)
         for result, advance in zip(results, schedule.advances, strict=True):

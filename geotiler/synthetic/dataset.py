@@ -1,8 +1,10 @@
-"""Generated catalog datasets: made into their data folder atomically, regenerated when stale.
+"""Generated catalog datasets: made into their data folder atomically, never replaced silently.
 
 :func:`ensure_demo` is what every command that needs the demo dataset calls first: a no-op when
-the folder holds the files and a ``manifest.json`` written for the same spec, otherwise it
-generates the dataset into a temporary sibling folder and moves it into place.
+the folder holds the files and a ``manifest.json`` written for the same spec; it generates the
+dataset into a temporary sibling folder and moves it into place when none of its files is there;
+and when files are there that were made otherwise (another spec, another generator version, or
+not by geotiler) it stops with an error naming both, rather than regenerating the user's files.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+from geotiler import outputs
 from geotiler.catalog import Catalog, ClassTable, Dataset, SynthSpec
-from geotiler.errors import CatalogError, OutputExistsError
+from geotiler.errors import CatalogError
+from geotiler.locks import sweep_partials, writer_lock
 from geotiler.synthetic.generate import (
     GENERATOR_VERSION,
     FileNames,
@@ -26,6 +30,7 @@ from geotiler.synthetic.generate import (
 )
 
 log = logging.getLogger(__name__)
+GENERATE_WAIT_S = 1800
 
 
 def file_names(catalog: Catalog, name: str) -> FileNames:
@@ -55,12 +60,10 @@ def dataset_paths(target: Path, names: FileNames) -> dict[str, Path]:
 
 
 def check_outputs(target: Path, names: FileNames, *, overwrite: bool) -> None:
-    """Refuse to replace existing dataset files unless ``overwrite``."""
-    if overwrite:
-        return
+    """Refuse to replace existing dataset files unless ``overwrite``, and files geotiler did not
+    generate ever."""
     for path in dataset_paths(target, names).values():
-        if path.exists():
-            raise OutputExistsError(f"{path}: exists; pass --overwrite to replace it")
+        outputs.check_output(path, "synthetic", overwrite=overwrite)
 
 
 def is_current(target: Path, spec: SynthSpec, names: FileNames, classes: ClassTable) -> bool:
@@ -103,6 +106,20 @@ def synthesize(
     names = names or FileNames()
     check_outputs(folder, names, overwrite=overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(folder):
+        check_outputs(folder, names, overwrite=overwrite)
+        return _synthesize(folder, spec, names, classes, progress)
+
+
+def _synthesize(
+    folder: Path,
+    spec: SynthSpec,
+    names: FileNames,
+    classes: ClassTable | None,
+    progress: Progress | None,
+) -> SynthResult:
+    """Generate into a staging folder beside ``folder`` and move in (its lock is held)."""
+    sweep_partials(folder.parent, held=folder)
     staging = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         result = generate(
@@ -139,17 +156,65 @@ def ensure_demo(
     target = catalog.data_dir(name)
     names = file_names(catalog, name)
     classes = catalog.dataset_classes(name)
-    if not is_current(target, dataset.synthetic, names, classes):
-        log.info("generating dataset %r into %s", name, target)
-        synthesize(
-            target,
-            dataset.synthetic,
-            names=names,
-            classes=classes,
-            overwrite=True,
-            progress=progress,
-        )
+    if is_current(target, dataset.synthetic, names, classes):
+        return dataset_paths(target, names)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Another command generating it first is waited for, then its result used.
+    with writer_lock(target, wait_s=GENERATE_WAIT_S):
+        if not is_current(target, dataset.synthetic, names, classes):
+            _refuse_other_files(catalog, name, target, dataset.synthetic, names, classes)
+            log.info("generating dataset %r into %s", name, target)
+            _synthesize(target, dataset.synthetic, names, classes, progress)
     return dataset_paths(target, names)
+
+
+def _refuse_other_files(
+    catalog: Catalog,
+    name: str,
+    target: Path,
+    spec: SynthSpec,
+    names: FileNames,
+    classes: ClassTable,
+) -> None:
+    """Stop when files of the dataset are there but were not generated for this catalog entry."""
+    present = [p for p in dataset_paths(target, names).values() if p.exists()]
+    if not present:
+        return
+    asked = f"{catalog.where}: datasets.{name}.synthetic"
+    fix = (
+        f"regenerate it with `geotiler synth --dataset {name} --overwrite`, or make the catalog "
+        "entry match"
+    )
+    try:
+        manifest = json.loads((target / names.manifest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("generator") != "geotiler.synthetic":
+        raise CatalogError(
+            f"{present[0]}: is there, but no manifest.json says geotiler generated it for "
+            f"dataset {name!r} ({asked}); it is never replaced: move the files away or point "
+            "the dataset elsewhere"
+        )
+    made, wanted = manifest.get("spec") or {}, spec.model_dump()
+    differences = [
+        f"{key}={made.get(key)!r} there vs {value!r} asked"
+        for key, value in wanted.items()
+        if made.get(key) != value
+    ]
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        differences.append(
+            f"generator version {manifest.get('generator_version')} there vs {GENERATOR_VERSION}"
+        )
+    if manifest.get("class_table") != classes.name:
+        differences.append(
+            f"class table {manifest.get('class_table')!r} there vs {classes.name!r} asked"
+        )
+    if not differences:
+        differences.append("some of its files are missing or named otherwise")
+    raise CatalogError(
+        f"{target}: holds a dataset generated with other settings than {asked} "
+        f"({'; '.join(differences)}); {fix}"
+    )
 
 
 def _move_into_place(staging: Path, target: Path, result: SynthResult) -> None:

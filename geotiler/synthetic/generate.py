@@ -146,7 +146,7 @@ def generate(
     paths = _paths(out, names)
     with contextlib.ExitStack() as outputs:
         temporary = {
-            key: outputs.enter_context(atomic_output(p, overwrite=overwrite))
+            key: outputs.enter_context(atomic_output(p, overwrite=overwrite, kind="synthetic"))
             for key, p in paths.items()
         }
         with open_outputs(temporary, spec, scene_grid, mask_grid, progress=progress) as sink:

@@ -18,6 +18,7 @@ import zarr
 
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
+from geotiler.outputs import writes
 from geotiler.tiles.balance import BalanceSpec, class_shares, class_weights, tile_weights
 from geotiler.tiles.filters import FilterSpec, TileIndex, apply_filters
 from geotiler.tiles.footprints import read_area, touching, write_index
@@ -244,6 +245,7 @@ def summarize(index: TileIndex, classes: ClassTable, decisions: Decisions) -> di
     }
 
 
+@writes("path", "store", keep=True)
 def refilter(path: str | PathLike[str], settings: DecisionSettings) -> TileStore:
     """Re-decide filters, splits and balancing of a store from its index (no raster is read).
 

@@ -47,16 +47,19 @@ def write_index(frame: Any, bounds: np.ndarray, crs: Any, path: str | PathLike[s
     import geopandas as gpd
     import shapely
 
+    from geotiler.io import atomic_output
+
     target = Path(path)
     geometry = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
     table = gpd.GeoDataFrame(frame.copy(), geometry=geometry, crs=crs)
     for column in ("scene", "verdict", "split"):
         table[column] = table[column].astype(str)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix.lower() == ".parquet":
-        table.to_parquet(target)
-    elif target.suffix.lower() == ".gpkg":
-        table.to_file(target, layer="tiles", driver="GPKG")
-    else:
+    if target.suffix.lower() not in (".gpkg", ".parquet"):
         raise InputError(f"{target}: index must end in .gpkg or .parquet")
+    # Replaces an index geotiler wrote (re-running refreshes it), never any other file.
+    with atomic_output(target, overwrite=True, kind="index") as temporary:
+        if target.suffix.lower() == ".parquet":
+            table.to_parquet(temporary)
+        else:
+            table.to_file(temporary, layer="tiles", driver="GPKG")
     return target

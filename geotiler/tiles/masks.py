@@ -27,7 +27,7 @@ from rasterio.windows import Window
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid, crs_name
-from geotiler.io import open_raster
+from geotiler.tiles.files import open_file
 
 Resampled = Literal["nearest", "mode"]
 RATIO_TOLERANCE = 1e-3
@@ -59,7 +59,7 @@ class MaskReader:
 
     def read(self, window: Window) -> np.ndarray:
         """Class ids ``(rows, cols)`` of the image-grid ``window``."""
-        with open_raster(self.path) as dataset:
+        with open_file(self.path) as dataset:
             if self.resampled is None:
                 return self._ids(dataset.read(self._bands, window=window), window)
             rows, cols = int(window.height), int(window.width)
@@ -105,7 +105,8 @@ class MaskReader:
 
     def _ids(self, values: np.ndarray, window: Window | None) -> np.ndarray:
         if not self.rgb:
-            if values.size and (values.min() < 0 or values.max() > 255):
+            fits = values.dtype == np.uint8  # else look (two passes over the pixels)
+            if not fits and values.size and (values.min() < 0 or values.max() > 255):
                 bad = int(values.max()) if values.max() > 255 else int(values.min())
                 raise InputError(
                     f"{self.path}: mask value {bad} does not fit 0..255; class ids must be uint8"
@@ -114,17 +115,17 @@ class MaskReader:
         return self._colour_ids(values, window)
 
     def _colour_ids(self, rgb: np.ndarray, window: Window | None) -> np.ndarray:
-        keys = (
-            (rgb[0].astype(np.int64) << 16)
-            | (rgb[1].astype(np.int64) << 8)
-            | rgb[2].astype(np.int64)
-        )
+        from geotiler.tiles.colours import colour_ids_kernel  # numba: lazily
+
+        out = np.empty(rgb.shape[1:], np.uint8)
         table = np.asarray(self.colours, np.int64)
-        at = np.clip(np.searchsorted(table, keys), 0, len(table) - 1)
-        unknown = table[at] != keys
-        if unknown.any():
-            row, col = (int(v[0]) for v in np.nonzero(unknown))
-            key = int(keys[row, col])
+        ids = np.asarray(self.colour_ids, np.uint8)
+        first_unknown = colour_ids_kernel(np.ascontiguousarray(rgb), table, ids, out)
+        if first_unknown >= 0:
+            row, col = divmod(int(first_unknown), rgb.shape[2])
+            key = (
+                (int(rgb[0, row, col]) << 16) | (int(rgb[1, row, col]) << 8) | int(rgb[2, row, col])
+            )
             where = f"pixel (row {row}, col {col}) of the window read"
             if window is not None:
                 row, col = int(window.row_off) + row, int(window.col_off) + col
@@ -133,7 +134,7 @@ class MaskReader:
                 f"{self.path}: colour #{key:06x} at {where} is not a colour of the class table; "
                 "add it to --classes (id, name, color) or fix the mask"
             )
-        return np.asarray(self.colour_ids, np.uint8)[at]
+        return out
 
 
 def mask_reader(image: Grid, image_path: str, mask_path: str, classes: ClassTable) -> MaskReader:
@@ -144,7 +145,7 @@ def mask_reader(image: Grid, image_path: str, mask_path: str, classes: ClassTabl
             class table has no colours for it.
         GridMismatchError: another CRS or another extent than the image.
     """
-    with open_raster(mask_path) as dataset:
+    with open_file(mask_path) as dataset:
         count, dtype = dataset.count, dataset.dtypes[0]
         grid = Grid.from_dataset(dataset)
     rgb = count in (3, 4)

@@ -18,12 +18,13 @@ import numpy as np
 from geotiler.catalog import ClassTable
 from geotiler.errors import GridMismatchError, InputError
 from geotiler.grid import Grid
-from geotiler.io import block_layout, open_raster, require_single_band_integer
+from geotiler.io import open_raster, require_single_band_integer
+from geotiler.limits import check_hold, check_tile_memory
 from geotiler.tiles.footprints import read_area, touching
 from geotiler.tiles.layout import TileLayout, plan_units, tile_rows_per_band
 from geotiler.tiles.masks import mask_reader
 from geotiler.tiles.read import VISIBLE_BANDS, Sources
-from geotiler.tiles.scenes import Scene
+from geotiler.tiles.scenes import ImageInfo, Scene, read_image
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,14 @@ TILE_SIZES_PX = (300, 256, 224, 192, 160, 128, 96, 64, 48, 32)
 MIN_POSITIONS = 48
 """Tile positions a dataset of few scenes should have, so blocked splits can have each split."""
 CHIP_SIDE_PX = 600
+# What the cutting holds at once, for the memory check (geotiler.tiles.run cuts within these).
+MAX_SHARD_BYTES = 64 * 2**20
+"""Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it."""
+UNIT_TILE_BYTES = 128 * 2**20
+"""Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
+UNITS_AHEAD = 2
+POSITION_BYTES = 256
+"""Memory a tile position costs while planning and deciding (offsets, index rows, masks)."""
 """Scenes under this side are chips: tiled whole, one tile of the smallest scene's side."""
 
 
@@ -95,15 +104,6 @@ class TilePlan:
         )
 
 
-@dataclass(frozen=True)
-class _Opened:
-    count: int
-    dtype: str
-    nodata: float | None
-    blocks: tuple[int, int]
-    descriptions: tuple[str, ...]
-
-
 def make_plan(
     scenes: list[Scene],
     classes: ClassTable,
@@ -141,7 +141,18 @@ def make_plan(
                 f"tile of {size} px; pass a smaller --size (or leave it out to let geotiler "
                 "choose)"
             )
+    widest = max(scenes, key=lambda scene: scene.grid.cols)
+    check_tile_memory(
+        str(widest.image), rows=widest.grid.rows, cols=widest.grid.cols, bands=first.count,
+        itemsize=np.dtype(first.dtype).itemsize, size_px=size, units=UNITS_AHEAD + 1,
+        unit_bytes=UNIT_TILE_BYTES, shard_bytes=MAX_SHARD_BYTES,
+    )  # fmt: skip
     layouts = tuple(TileLayout(scene.grid, size, stride) for scene in scenes)
+    positions = sum(layout.shape[0] * layout.shape[1] for layout in layouts)
+    check_hold(
+        str(widest.image), stage="tile", what=f"{positions:,} tile positions",
+        nbytes=positions * POSITION_BYTES, fix="use a larger --size or crop the scene",
+    )  # fmt: skip
     active = tuple(
         _active(layout, scene, settings.aoi) for layout, scene in zip(layouts, scenes, strict=True)
     )
@@ -166,16 +177,9 @@ def make_plan(
     )
 
 
-def _open(scene: Scene) -> _Opened:
-    with open_raster(scene.image) as dataset:
-        layout = block_layout(dataset)
-        return _Opened(
-            count=dataset.count,
-            dtype=dataset.dtypes[0],
-            nodata=dataset.nodata,
-            blocks=(layout.block_rows, layout.block_cols),
-            descriptions=tuple(d or "" for d in dataset.descriptions),
-        )
+def _open(scene: Scene) -> ImageInfo:
+    """The scene's image info: as the resolver read it, else from the file."""
+    return scene.info if scene.info is not None else read_image(scene.image)[1]
 
 
 def _check_seasons(scenes: list[Scene]) -> None:
@@ -237,7 +241,11 @@ def _active(layout: TileLayout, scene: Scene, aoi: str | None) -> np.ndarray:
 
 
 def _sources(
-    scene: Scene, info: _Opened, classes: ClassTable, bands: tuple[str, ...], settings: PlanSettings
+    scene: Scene,
+    info: ImageInfo,
+    classes: ClassTable,
+    bands: tuple[str, ...],
+    settings: PlanSettings,
 ) -> Sources:
     if scene.mask is None:
         raise InputError(f"{scene.image}: scene {scene.name!r} has no mask; pass --mask")

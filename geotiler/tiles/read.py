@@ -25,8 +25,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from geotiler.errors import RasterError
-from geotiler.io import open_raster
 from geotiler.parallel import runs_in_this_process
+from geotiler.tiles.files import open_file
 from geotiler.tiles.masks import MaskReader
 
 VISIBLE_BANDS = ("B02", "B03", "B04")
@@ -60,17 +60,19 @@ def read_piece(sources: Sources, window: Window) -> tuple[np.ndarray, ...]:
     Without a cloud test the last array is ``(0, 0)``.
     """
     try:
-        with open_raster(sources.scene) as scene:
+        with open_file(sources.scene) as scene:
             image = scene.read(window=window)
     except RasterError:
         raise
     except Exception as exc:  # GDAL's read errors (truncated, corrupt data) name no file
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RasterError(f"{sources.scene}: cannot be read ({reason})") from exc
+        raise RasterError(
+            f"{sources.scene}: reading it failed ({reason}); the file is truncated or corrupt"
+        ) from exc
     mask = sources.mask.read(window)
     clouds = np.zeros((0, 0), dtype=bool)
     if sources.clouds is not None:
-        with open_raster(sources.clouds) as cloud_file:
+        with open_file(sources.clouds) as cloud_file:
             clouds = np.isin(cloud_file.read(1, window=window), CLOUD_VALUES)
     elif sources.visible:
         clouds = spectral_clouds(

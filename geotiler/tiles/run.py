@@ -16,7 +16,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -27,12 +27,13 @@ import rasterio
 from geotiler import __version__
 from geotiler.catalog import Catalog, ClassTable
 from geotiler.errors import GeotilerError, InputError, RasterError
-from geotiler.grid import Grid
+from geotiler.outputs import writes
 from geotiler.parallel import use_scheduler
+from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.classes import resolve_classes
 from geotiler.tiles.cut import TileArrays, TileBatch, cut_unit, empty_batch
 from geotiler.tiles.decisions import decide
-from geotiler.tiles.plan import TilePlan, make_plan
+from geotiler.tiles.plan import MAX_SHARD_BYTES, UNIT_TILE_BYTES, UNITS_AHEAD, TilePlan, make_plan
 from geotiler.tiles.read import SMALL_SCENE_BYTES, RowBuffer
 from geotiler.tiles.scenes import (
     Scene,
@@ -49,19 +50,11 @@ from geotiler.tiles.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
-ProgressFactory = Callable[[str, int, str], contextlib.AbstractContextManager[Progress]]
-# Shard files of <= 64 MiB: zarr holds a shard about three times over while encoding it.
-MAX_SHARD_BYTES = 64 * 2**20
 CHIP_SHARD_TILES = 256
-UNIT_TILE_BYTES = 128 * 2**20
-"""Tile pixels cut per unit; ``UNITS_AHEAD + 1`` units' worth are held at a time."""
-UNITS_AHEAD = 2
+CHIP_SCENES = 10
+TASK_TILES = 16
+"""Small scenes' units are cut this many tiles to a thread pool task (see :func:`_tasks`)."""
 PIECE_COLS = 2048
-
-
-@contextlib.contextmanager
-def _no_progress(_: str, __: int, ___: str) -> Iterator[Progress]:
-    yield lambda _n: None
 
 
 @dataclass(frozen=True)
@@ -73,6 +66,12 @@ class TileInputs:
     bands: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
     """Scenes left out because they could not be opened (``--skip-bad``)."""
+
+    def files(self, settings: TileSettings | None = None) -> list[str | Path]:
+        """Every file the tiling reads (an output must be none of them)."""
+        areas = [settings.aoi, *settings.split_aoi.values()] if settings else []
+        scene_files = [p for s in self.scenes for p in (s.image, s.mask, s.clouds) if p]
+        return [*scene_files, *filter(None, areas)]
 
     @classmethod
     def seasons(
@@ -86,8 +85,7 @@ class TileInputs:
     ) -> TileInputs:
         """Scenes named by ``images``' keys on one grid, sharing ``mask`` (one group)."""
         scenes = [
-            Scene(name, path, mask, Grid.from_raster(path), group=Path(mask).stem)
-            for name, path in images.items()
+            Scene.read(name, Path(path), mask, Path(mask).stem) for name, path in images.items()
         ]
         return cls(attach_clouds(scenes, clouds or {}), classes, bands)
 
@@ -150,18 +148,20 @@ def run_tile(
     unpaired: Unpaired = "error",
     output: str | PathLike[str] | None = None,
     overwrite: bool = False,
-    progress: ProgressFactory = _no_progress,
+    progress: ProgressFactory = no_progress,
     command: str | None = None,
 ) -> TileStore:
     """The tile stage, as the CLI and the pipeline run it (see the module docstring)."""
-    inputs = tile_inputs(
-        catalog, dataset, settings, images=images, masks=masks, clouds=clouds, unpaired=unpaired
-    )
-    if output is None:
-        if catalog is None:
-            raise InputError("no output store given: pass -o STORE.zarr")
-        output = catalog.output_path("tile", dataset)
-    plan = plan_tiles(inputs, settings)
+    with _gdal_env(settings):
+        inputs = tile_inputs(
+            catalog, dataset, settings, images=images, masks=masks, clouds=clouds,
+            unpaired=unpaired,
+        )  # fmt: skip
+        if output is None:
+            if catalog is None:
+                raise InputError("no output store given: pass -o STORE.zarr")
+            output = catalog.output_path("tile", dataset)
+        plan = plan_tiles(inputs, settings)
     with progress("tile", plan.total, "tiles") as advance:
         return make_tiles(
             inputs, output, settings, plan=plan, overwrite=overwrite, progress=advance,
@@ -174,6 +174,7 @@ def plan_tiles(inputs: TileInputs, settings: TileSettings) -> TilePlan:
     return make_plan(inputs.scenes, inputs.classes, settings.plan_settings(), bands=inputs.bands)
 
 
+@writes("output", "store", keep=True, inputs=lambda a: a["inputs"].files(a["settings"]))
 def make_tiles(
     inputs: TileInputs,
     output: str | PathLike[str],
@@ -205,11 +206,7 @@ def make_tiles(
                 band_memory_bytes=settings.band_memory_mb * 2**20,
                 max_tiles=max(1, UNIT_TILE_BYTES // plan.tile_bytes),
             )
-            # GDAL's default cache (5% of RAM) would fill with blocks never read again.
-            with (
-                rasterio.Env(GDAL_CACHEMAX=settings.gdal_cache_mb),
-                use_scheduler(settings.scheduler, workers=settings.workers),
-            ):
+            with _gdal_env(settings), use_scheduler(settings.scheduler, workers=settings.workers):
                 _stream(writer, units, reading, progress or _ignore, settings.workers)
         if writer.finish() == 0:
             masks = ", ".join(str(s.mask) for s in plan.scenes[:3])
@@ -230,6 +227,17 @@ def _ignore(_: int) -> None:
     return None
 
 
+def _gdal_env(settings: TileSettings) -> rasterio.Env:
+    """The GDAL options of the stage's reads (set in this thread, inherited by others).
+
+    GDAL's default cache (5% of RAM) would fill with blocks never read again. And GDAL lists a
+    file's folder on every open to look for its sidecars: with thousands of chips in a folder
+    that listing was 80% of an open; ``GDAL_DISABLE_READDIR_ON_OPEN=TRUE`` looks for each
+    sidecar by name instead, so world files and ``.aux.xml`` are still found.
+    """
+    return rasterio.Env(GDAL_CACHEMAX=settings.gdal_cache_mb, GDAL_DISABLE_READDIR_ON_OPEN="TRUE")
+
+
 def _attrs(
     plan: TilePlan, classes: ClassTable, settings: TileSettings, command: str | None
 ) -> StoreAttrs:
@@ -247,7 +255,9 @@ def _attrs(
         )
         for scene, sources in zip(plan.scenes, plan.sources, strict=True)
     )
-    preferred = plan.widest if plan.widest >= 8 else CHIP_SHARD_TILES
+    # A shard per band of tile rows; many small chips fill shards of many chips each.
+    chips = len(plan.scenes) >= CHIP_SCENES and plan.widest < 8
+    preferred = CHIP_SHARD_TILES if chips else plan.widest
     shard = settings.shard_tiles or int(
         np.clip(preferred, 8, max(8, MAX_SHARD_BYTES // plan.tile_bytes))
     )
@@ -318,6 +328,10 @@ class _Reading:
             piece_cols=PIECE_COLS,
         )
 
+    def cut_units(self, units: list[tuple[np.ndarray, int]]) -> list[TileBatch]:
+        """:meth:`cut` each of ``units`` (tiles, scene number), in order."""
+        return [self.cut(tiles, number) for tiles, number in units]
+
     def cut(self, tiles: np.ndarray, number: int) -> TileBatch:
         try:
             if self._small(number):
@@ -358,17 +372,48 @@ def _stream(
     start = writer.resume_unit
     progress(sum(len(tiles) for tiles, _ in units[:start]))
     threads = (workers or _cpus()) if reading.parallel else 1
+    tasks = _tasks(units, start, TASK_TILES if reading.parallel else 0)
     ahead_count = UNITS_AHEAD * threads
     with _workers(threads) as pool:
-        ahead = deque(
-            pool.submit(reading.cut, *unit) for unit in units[start : start + ahead_count]
-        )
-        for number in range(start, len(units)):
-            batch = ahead.popleft().result()
-            if number + ahead_count < len(units):
-                ahead.append(pool.submit(reading.cut, *units[number + ahead_count]))
-            writer.add(number, units[number][1], batch)
-            progress(len(units[number][0]))
+
+        def submit(task: range) -> Future[list[TileBatch]]:
+            return pool.submit(reading.cut_units, [units[n] for n in task])
+
+        ahead = deque(submit(task) for task in tasks[:ahead_count])
+        for number, task in enumerate(tasks):
+            batches = ahead.popleft().result()
+            if number + ahead_count < len(tasks):
+                ahead.append(submit(tasks[number + ahead_count]))
+            for unit, batch in zip(task, batches, strict=True):
+                writer.add(unit, units[unit][1], batch)
+                progress(len(units[unit][0]))
+
+
+def _tasks(units: list[tuple[np.ndarray, int]], start: int, min_tiles: int) -> list[range]:
+    """Units cut per pool task from ``start`` on: consecutive ones up to ``min_tiles`` tiles.
+
+    With ``min_tiles`` 0, one unit a task. Small scenes go several to a task: with one tile a
+    unit (chips), a future and two thread wake-ups per unit were 13% of the GIL-held time.
+    """
+    tasks, first, tiles = [], start, 0
+    for number in range(start, len(units)):
+        tiles += len(units[number][0])
+        if tiles >= min_tiles:
+            tasks.append(range(first, number + 1))
+            first, tiles = number + 1, 0
+    if first < len(units):
+        tasks.append(range(first, len(units)))
+    return tasks
+
+
+def _thread_env() -> None:
+    """Give a reading thread one rasterio environment for its life.
+
+    With it, :func:`geotiler.tiles.files.open_file` opens without rasterio's per-open
+    environment. It inherits the caller's GDAL options (set in the main thread); the options it
+    sets itself are thread-local in GDAL, so they end with the thread.
+    """
+    rasterio.Env().__enter__()
 
 
 def _cpus() -> int:
@@ -377,7 +422,9 @@ def _cpus() -> int:
 
 @contextlib.contextmanager
 def _workers(count: int) -> Iterator[ThreadPoolExecutor]:
-    pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="geotiler-read")
+    pool = ThreadPoolExecutor(
+        max_workers=count, thread_name_prefix="geotiler-read", initializer=_thread_env
+    )
     try:
         yield pool
     finally:

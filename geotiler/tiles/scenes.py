@@ -18,14 +18,16 @@ import glob
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from os import PathLike
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from geotiler.catalog import Catalog
 from geotiler.errors import InputError, RasterError
 from geotiler.grid import Grid
+from geotiler.io import block_layout
+from geotiler.tiles.files import open_file
 from geotiler.tiles.schema import Split
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,38 @@ SHOWN = 5
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """What the planner needs from an image besides its grid."""
+
+    count: int
+    dtype: str
+    nodata: float | None
+    blocks: tuple[int, int]
+    descriptions: tuple[str, ...]
+
+    @classmethod
+    def of(cls, dataset: Any) -> ImageInfo:
+        layout = block_layout(dataset)
+        return cls(
+            count=dataset.count,
+            dtype=dataset.dtypes[0],
+            nodata=dataset.nodata,
+            blocks=(layout.block_rows, layout.block_cols),
+            descriptions=tuple(d or "" for d in dataset.descriptions),
+        )
+
+
+def read_image(path: str | PathLike[str]) -> tuple[Grid, ImageInfo]:
+    """An image's grid and :class:`ImageInfo`, from one open (chips pay each open per file).
+
+    Raises:
+        RasterError: the file is missing or not a raster.
+    """
+    with open_file(path) as dataset:
+        return Grid.from_dataset(dataset), ImageInfo.of(dataset)
+
+
+@dataclass(frozen=True)
 class Scene:
     """One image, its mask and cloud mask, its grid and the group it belongs to."""
 
@@ -60,6 +94,18 @@ class Scene:
     group: str
     clouds: Path | None = None
     split: Split | None = None
+    info: ImageInfo | None = field(default=None, compare=False, repr=False)
+    """The image's bands, dtype, nodata and blocks when the resolver has read them already."""
+
+    @classmethod
+    def read(cls, name: str, image: Path, mask: Path | None, group: str, **kwargs: Any) -> Scene:
+        """A scene whose grid and info are read from ``image`` (one open).
+
+        Raises:
+            RasterError: the image is missing or not a raster.
+        """
+        grid, info = read_image(image)
+        return cls(name, image, mask, grid, group, info=info, **kwargs)
 
 
 def expand_paths(specs: Sequence[str | PathLike[str]], *, what: str) -> list[Path]:
@@ -159,14 +205,14 @@ def resolve_scenes(
     scenes = []
     for name, (image, mask, group) in zip(names, pairs, strict=True):
         try:
-            grid = Grid.from_raster(image)
+            scene = Scene.read(name, image, mask, group or name, split=splits.get(image))
         except RasterError as exc:
             if skipped is None:
                 raise
             log.warning("skipped %s: %s", image, exc)
             skipped.append(name)
             continue
-        scenes.append(Scene(name, image, mask, grid, group or name, split=splits.get(image)))
+        scenes.append(scene)
     if not scenes:
         raise InputError("no image could be opened; see the warnings above")
     return attach_clouds(scenes, clouds or {})
@@ -286,10 +332,7 @@ def catalog_scenes(catalog: Catalog, name: str | None, *, mask: Path | None = No
             "scene grid, or pass --mask"
         )
     group = name or catalog.default_dataset
-    scenes = [
-        Scene(season, path, mask_path, Grid.from_raster(path), group)
-        for season, path in seasons.items()
-    ]
+    scenes = [Scene.read(season, path, mask_path, group) for season, path in seasons.items()]
     return attach_clouds(scenes, catalog.cloud_mask_paths(name))
 
 

@@ -23,6 +23,8 @@ from geotiler.grid import Grid
 FORMAT = "geotiler-tiles"
 VERSION = 2
 SPLITS = ("train", "val", "test")
+SOURCES = ("tiled", "corrected")
+"""Codes of the optional ``index/source`` array: cut by ``tile``, or added from corrections."""
 Split = Literal["train", "val", "test"]
 
 

@@ -22,7 +22,16 @@ from geotiler.errors import StoreError
 from geotiler.grid import Grid
 from geotiler.tiles.fastread import BatchReader
 from geotiler.tiles.filters import TileIndex
-from geotiler.tiles.schema import FORMAT, SPLITS, DecisionAttrs, SceneRecord, Split, StoreAttrs
+from geotiler.tiles.schema import (
+    FORMAT,
+    SOURCES,
+    SPLITS,
+    DecisionAttrs,
+    SceneRecord,
+    Split,
+    StoreAttrs,
+)
+from geotiler.tiles.verify import incomplete_message, unreadable_tile, verify_on_open
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +84,7 @@ def check_store(path: str | PathLike[str], *, written_only: bool = False) -> Sto
     if attrs is None:
         raise StoreError(f"{where}: not a geotiler tile store (no '{ATTRS_KEY}' attrs)")
     if not attrs.complete and not (written_only and attrs.progress.done):
-        command = attrs.command or "geotiler tile ..."
-        raise StoreError(
-            f"{where}: incomplete tile store ({attrs.progress.tiles_written} tiles written); "
-            f"re-run `{command}` with the same inputs to finish it (it resumes)"
-        )
+        raise StoreError(incomplete_message(where, attrs.to_raw()))
     return attrs
 
 
@@ -101,7 +106,16 @@ def write_decisions(group: Any, decisions: DecisionAttrs, arrays: dict[str, np.n
     The store is marked incomplete while they change; the caller marks it complete again.
     """
     attrs = attrs_of(group)
-    save_attrs(group, attrs.model_copy(update={"complete": False}))
+    if attrs.complete:  # each save rewrites every scene's record: skip the ones not needed
+        save_attrs(group, attrs.model_copy(update={"complete": False}))
+    write_decision_arrays(group, decisions, arrays)
+    save_attrs(group, attrs.model_copy(update={"decisions": decisions, "complete": False}))
+
+
+def write_decision_arrays(
+    group: Any, decisions: DecisionAttrs, arrays: dict[str, np.ndarray]
+) -> None:
+    """Replace the decision arrays of an incomplete store (the caller saves the attrs)."""
     meanings = {"verdict": decisions.verdicts, "split": decisions.splits}
     index = group["index"]
     for name, values in arrays.items():
@@ -122,7 +136,6 @@ def write_decisions(group: Any, decisions: DecisionAttrs, arrays: dict[str, np.n
                     "flag_meanings": " ".join(m.replace(" ", "_") for m in meanings[name]),
                 }
             )
-    save_attrs(group, attrs.model_copy(update={"decisions": decisions, "complete": False}))
 
 
 def mark_complete(group: Any) -> None:
@@ -147,7 +160,7 @@ class TileStore:
             StoreError: missing, not a geotiler tile store, or incomplete.
         """
         where = Path(path)
-        check_store(where)
+        verify_on_open(where, check_store(where).to_raw())
         return cls(where)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -211,6 +224,21 @@ class TileStore:
     def scene(self, name: str) -> SceneRecord:
         return self.attrs.scene(name)
 
+    def to_xarray(self) -> Any:
+        """The store as an ``xarray.DataTree``, read lazily (dask arrays, nothing loaded).
+
+        The root holds ``images`` ``(tile, band, y, x)``, ``masks`` ``(tile, y, x)`` and the
+        ``band`` coordinate; the ``index`` group the per-tile index (scene, row, col, verdict,
+        split, class counts...). Same as ``xarray.open_datatree(path, engine="zarr")``.
+
+        Example:
+            >>> tree = geotiler.open_store("tiles.zarr").to_xarray()  # doctest: +SKIP
+            >>> tree["masks"].isel(tile=0).plot()  # doctest: +SKIP
+        """
+        import xarray
+
+        return xarray.open_datatree(str(self.path), engine="zarr", chunks={})
+
     def grid(self, scene: str) -> Grid:
         """The grid of ``scene`` (tile positions are pixel rows and columns on it)."""
         return self.attrs.scene(scene).grid
@@ -267,7 +295,17 @@ class TileStore:
         """Tile ``i``: image ``(B, S, S)`` in the scene dtype and mask ``(S, S)`` uint8."""
         if not 0 <= i < len(self):
             raise IndexError(f"tile {i} out of range 0..{len(self) - 1}")
-        return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        try:
+            return np.asarray(self._group["images"][i]), np.asarray(self._group["masks"][i])
+        except Exception as exc:  # zarr and its codecs raise several kinds on damaged bytes
+            raise unreadable_tile(self.path, self.attrs.to_raw(), i, exc) from exc
+
+    @cached_property
+    def sources(self) -> np.ndarray:
+        """Per tile: 0 cut by ``tile``, 1 added from corrections (all 0 without ``source``)."""
+        if "source" in self._group["index"].array_keys():
+            return self.column("source")
+        return np.zeros(len(self), np.uint8)
 
     def read_many(
         self,
@@ -290,7 +328,7 @@ class TileStore:
 
     @cached_property
     def index(self) -> pd.DataFrame:
-        """One row per stored tile: scene, row, col, verdict, split, weight, fractions, counts."""
+        """One row per stored tile: scene, row, col, verdict, split, weight, source, counts."""
         tile_px = self.tile_size**2
         valid = self.column("valid_px")
         cloudy = self.column("cloudy_px")
@@ -303,6 +341,7 @@ class TileStore:
                 "verdict": pd.Categorical.from_codes(self._verdict, verdicts),
                 "split": pd.Categorical.from_codes(self._split, list(SPLITS)),
                 "weight": self._weight,
+                "source": pd.Categorical.from_codes(self.sources, list(SOURCES)),
                 "valid_fraction": valid / tile_px,
                 "cloud_fraction": np.where(cloudy < 0, np.nan, cloudy / np.maximum(valid, 1)),
             }

@@ -2,9 +2,10 @@
 
 The loader ships tiles as the store keeps them (uint8 or uint16: a quarter or half of float32's
 bytes through the worker pipes, pinned memory and the PCIe bus); :class:`DeviceBatches` moves a
-batch to the device and there converts it to float32, normalises each band with the store's
-statistics and, for training, applies a random element of the dihedral group D4 to each tile
-(``k`` quarter turns, then a left-right mirror; labels stay on their pixels). On a GPU that work
+batch to the device and there converts it to float32, clips each band to ``[low, high]`` when
+given (robust statistics), normalises it with the band's mean and standard deviation and, for
+training, applies a random element of the dihedral group D4 to each tile (``k`` quarter turns,
+then a left-right mirror; labels stay on their pixels). On a GPU that work
 costs the GPU microseconds instead of the loader's CPU cores milliseconds.
 
 uint16 travels as int16 (the same bits): torch handles uint16 tensors only partially.
@@ -64,7 +65,8 @@ class DeviceBatches:
     """Turns loader batches into the model's input on ``device`` (see the module docstring).
 
     Args:
-        mean, std: per-band statistics of the store (a zero std is taken as 1).
+        mean, std: per-band statistics (a zero std is taken as 1).
+        low, high: per-band clipping range applied before normalising (both or neither).
         dtype: the store's image dtype (``uint16`` batches arrive as int16).
         device: where the model is.
     """
@@ -74,12 +76,20 @@ class DeviceBatches:
         mean: Sequence[float],
         std: Sequence[float],
         *,
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
         dtype: str,
         device: torch.device | str = "cpu",
     ) -> None:
         self.device = torch.device(device)
         safe = [s if s > 0 else 1.0 for s in std]
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.clip: tuple[torch.Tensor, torch.Tensor] | None = None
+        if low is not None and high is not None:
+            self.clip = (
+                torch.tensor(low, dtype=torch.float32, device=self.device).view(1, -1, 1, 1),
+                torch.tensor(high, dtype=torch.float32, device=self.device).view(1, -1, 1, 1),
+            )
         self.inv_std = (1.0 / torch.tensor(safe, dtype=torch.float64)).float()
         self.inv_std = self.inv_std.to(self.device).view(1, -1, 1, 1)
         self.unsigned16 = np.dtype(dtype) == np.uint16
@@ -96,7 +106,10 @@ class DeviceBatches:
         mask = mask.to(self.device, non_blocking=True)
         if self.unsigned16 and image.dtype == torch.int16:
             image = image.to(torch.int32).bitwise_and_(0xFFFF)
-        image = (image.to(torch.float32) - self.mean).mul_(self.inv_std)
+        image = image.to(torch.float32)
+        if self.clip is not None:
+            image = torch.clamp(image, *self.clip)
+        image = (image - self.mean).mul_(self.inv_std)
         mask = mask.to(torch.int64)
         if codes is not None:
             image, mask = d4_batch(image, mask, codes)
@@ -116,6 +129,7 @@ class DeviceBatches:
         out_mask = torch.empty(mask.shape, dtype=torch.int64)
         mean = self.mean[0].numpy()
         inv_std = self.inv_std[0].numpy()
+        clip = None if self.clip is None else (self.clip[0][0].numpy(), self.clip[1][0].numpy())
         for k in range(len(pixels)):
             tile, label = pixels[k], labels[k]
             if codes is not None:
@@ -123,7 +137,11 @@ class DeviceBatches:
                 tile, label = np.rot90(tile, turns, (-2, -1)), np.rot90(label, turns, (-2, -1))
                 if mirror:
                     tile, label = tile[..., ::-1], label[..., ::-1]
-            np.subtract(tile, mean, out=out[k], dtype=np.float32)
+            if clip is not None:
+                np.clip(tile, *clip, out=out[k], dtype=np.float32, casting="unsafe")
+                np.subtract(out[k], mean, out=out[k])
+            else:
+                np.subtract(tile, mean, out=out[k], dtype=np.float32)
             np.multiply(out[k], inv_std, out=out[k])
             out_mask[k].numpy()[...] = label
         return self._out, out_mask

@@ -6,12 +6,18 @@ A checkpoint is one dict of plain values (tensors, dicts, lists, strings, number
 - ``format`` ("geotiler-checkpoint"), ``version``, ``geotiler_version``
 - ``state_dict``: the model's weights
 - ``model``: ``{"preset", "architecture", "arguments"}`` (rebuilt by :func:`build_model`)
-- ``bands``, ``band_mean``, ``band_std``: inputs and their normalisation
+- ``bands``, ``band_mean``, ``band_std`` (and ``band_low``, ``band_high`` when values are clipped
+  first): inputs and their normalisation
 - ``classes``: the class table as a plain dict; ``num_classes``; ``nodata``; ``tile_size``
 - ``encoder_weights``: None, or the pretrained file the encoder started from, the bands it was
   trained on, the normalisation it expects and ``mapping`` (input band -> pretrained band or None)
 - ``settings``: the training settings; ``store``: the store trained on
 - ``epoch`` (epochs completed), ``metrics`` (that epoch's), ``best`` (best epoch and its metrics)
+- ``baseline``: the pixel baseline (:meth:`~geotiler.train.baseline.PixelBaseline.to_checkpoint`)
+  or None; ``ensemble``: ``{"use": network | pixel-gbm | ensemble, "network_weight", "scores"}``,
+  what predict uses by default and the validation mIoU of each member; ``plan``: the recipe's plan
+- a ``pixel-gbm`` checkpoint (``--model pixel-gbm``) has an empty ``state_dict`` and
+  ``model.architecture`` ``pixel-gbm``: it has no network to rebuild
 - ``resume``: optimiser, scheduler, grad-scaler and RNG states, early-stopping counter
 
 Files are written under a temporary name and moved into place, so a crash never leaves half a
@@ -32,6 +38,7 @@ from geotiler import __version__
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.io import atomic_output
+from geotiler.limits import check_checkpoint
 from geotiler.train.models import get_model
 
 FORMAT = "geotiler-checkpoint"
@@ -102,7 +109,22 @@ def load_checkpoint(
     The metadata is the checkpoint dict without ``state_dict`` and ``resume``; its ``classes``
     entry is a :class:`~geotiler.catalog.ClassTable`.
     """
-    content = read_checkpoint(path)
+    return rebuild_model(read_checkpoint(path), path, map_location=map_location)
+
+
+def rebuild_model(
+    content: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_checkpoint` of a checkpoint dict already read from ``path``."""
+    if content["model"].get("architecture") == "pixel-gbm":
+        raise InputError(
+            f"{path}: a pixel-gbm checkpoint holds no network; predict with it through "
+            "geotiler.inference.load_predictor or `geotiler predict --model`"
+        )
+    check_checkpoint(content, str(path))
     model = build_model(content)
     try:
         model.load_state_dict(content["state_dict"])
@@ -123,6 +145,6 @@ def export_for_inference(
     """A copy of ``checkpoint`` without its resume state (optimiser, RNG): what predict needs."""
     content = read_checkpoint(checkpoint)
     content.pop("resume", None)
-    with atomic_output(output, overwrite=overwrite) as temporary:
+    with atomic_output(output, overwrite=overwrite, inputs=[checkpoint]) as temporary:
         torch.save(content, temporary)
     return Path(output)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geotiler.errors import InputError
 from geotiler.train.augment import as_tensor
-from geotiler.train.batches import OrderedBatches, ShardBatchSampler
+from geotiler.train.batches import OrderedBatches, ShardBatchSampler, rank_span
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,10 @@ def d4_transform(
 
 
 class TileDataset(Dataset[dict[str, torch.Tensor]]):
-    """Tiles ``ids`` of the store at ``path``, normalised with ``mean``/``std`` per band."""
+    """Tiles ``ids`` of the store at ``path``, normalised with ``mean``/``std`` per band.
+
+    With ``low`` and ``high``, band values are first clipped to that range (robust statistics).
+    """
 
     def __init__(
         self,
@@ -114,11 +117,21 @@ class TileDataset(Dataset[dict[str, torch.Tensor]]):
         *,
         mean: Sequence[float],
         std: Sequence[float],
+        low: Sequence[float] | None = None,
+        high: Sequence[float] | None = None,
         augment: bool = False,
     ) -> None:
         self.path = Path(path)
         self.ids = np.asarray(ids, dtype=np.int64)
         self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+        self.clip = (
+            None
+            if low is None or high is None
+            else (
+                np.asarray(low, dtype=np.float32)[:, None, None],
+                np.asarray(high, dtype=np.float32)[:, None, None],
+            )
+        )
         safe_std = np.where(np.asarray(std) > 0, np.asarray(std), 1.0)
         self.inv_std = (1.0 / safe_std).astype(np.float32)[:, None, None]
         self.augment = augment
@@ -139,7 +152,10 @@ class TileDataset(Dataset[dict[str, torch.Tensor]]):
             k = int(torch.randint(4, ()).item())
             flip = bool(torch.randint(2, ()).item())
             image, mask = d4_transform(image, mask, k, flip)
-        normalised = (image.astype(np.float32) - self.mean) * self.inv_std
+        values = image.astype(np.float32)
+        if self.clip is not None:
+            values = np.clip(values, *self.clip)
+        normalised = (values - self.mean) * self.inv_std
         return {
             "image": torch.from_numpy(normalised),
             "mask": torch.from_numpy(mask.astype(np.int64)),
@@ -289,6 +305,12 @@ class TileBatches(Dataset[dict[str, torch.Tensor]]):
         return self._ring[slot]
 
 
+def val_share(ids: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """DDP rank ``rank``'s validation tiles of ``ids``, in the order its loader serves them."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids[rank_span(len(ids), rank, world)]
+
+
 def make_loaders(
     summary: StoreSummary,
     *,
@@ -307,8 +329,9 @@ def make_loaders(
     """Train and validation loaders of raw batches (see the module docstring).
 
     Training batches are in shard-local order; validation batches are each rank's contiguous
-    share of the validation tiles, in order. Batches are prefetched (two per worker) and, with
-    ``pin_memory``, copied to page-locked memory for fast transfers to the GPU.
+    share of the validation tiles (:func:`val_share`), in order. Batches are prefetched (two
+    per worker) and, with ``pin_memory``, copied to page-locked memory for fast transfers to
+    the GPU. Normalisation is the caller's (:class:`~geotiler.train.augment.DeviceBatches`).
     """
     train_ids = summary.splits["train"]
     weights = balanced_weights(summary.sampling_weights) if balance else None
@@ -322,7 +345,7 @@ def make_loaders(
         rank=rank,
         world=world,
     )
-    val = OrderedBatches(summary.splits["val"], batch_size=batch_size, rank=rank, world=world)
+    val = OrderedBatches(val_share(summary.splits["val"], rank, world), batch_size=batch_size)
     options: dict[str, Any] = {
         "batch_size": None,  # items are whole batches
         "num_workers": workers,

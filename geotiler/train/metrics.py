@@ -2,9 +2,10 @@
 
 The matrix is (K, K) with truth in rows and prediction in columns; pixels whose truth is the
 nodata id are never counted. From it: per-class IoU, Dice/F1, precision and recall, overall pixel
-accuracy, and macro mIoU. The macro mean runs over the classes that occur in the truth or in the
-prediction (a class absent from both has no defined IoU and is left out instead of counting as 0
-or 1). Saving the matrix writes a CSV and, when matplotlib is installed, a PNG.
+accuracy, and macro mIoU. The macro mean runs over the classes present in the truth: a truth class
+the model never predicts counts with IoU 0, and a class only in the prediction is not averaged (its
+false positives already lower the IoU of the truth classes they took). Saving the matrix writes a
+CSV and, when matplotlib is installed, a PNG.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def scores_from_confusion(
         union = tp[cid] + fp[cid] + fn[cid]
         iou = _ratio(tp[cid], union)
         dice = _ratio(2 * tp[cid], 2 * tp[cid] + fp[cid] + fn[cid])
-        if union > 0:
+        if tp[cid] + fn[cid] > 0:  # present in the truth
             present_iou.append(iou)
             present_dice.append(dice)
         classes.append(

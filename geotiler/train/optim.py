@@ -19,11 +19,19 @@ from geotiler.train.settings import TrainSettings
 
 OptimizerFactory = Callable[[Iterable[dict[str, Any]], TrainSettings], Optimizer]
 
+
+def peak_lr(settings: TrainSettings) -> float:
+    """The learning rate of resolved settings (the recipe fills it when not given)."""
+    if settings.lr is None:
+        raise ValueError("settings.lr is not resolved: plan the run with geotiler.train.recipe")
+    return settings.lr
+
+
 OPTIMIZERS: dict[str, OptimizerFactory] = {
-    "adam": lambda p, s: torch.optim.Adam(p, lr=s.lr, weight_decay=s.weight_decay),
-    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay),
+    "adam": lambda p, s: torch.optim.Adam(p, lr=peak_lr(s), weight_decay=s.weight_decay),
+    "adamw": lambda p, s: torch.optim.AdamW(p, lr=peak_lr(s), weight_decay=s.weight_decay),
     "sgd": lambda p, s: torch.optim.SGD(
-        p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
+        p, lr=peak_lr(s), momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0
     ),
 }
 
@@ -39,7 +47,7 @@ def parameter_groups(
     params = list(model.parameters())
     return [
         {"params": [p for p in params if id(p) not in inside], "lr_scale": 1.0},
-        {"params": [p for p in params if id(p) in inside], "lr": settings.lr * scale,
+        {"params": [p for p in params if id(p) in inside], "lr": peak_lr(settings) * scale,
          "lr_scale": scale},
     ]  # fmt: skip
 
@@ -94,12 +102,12 @@ def build_schedule(
         return Schedule(StepLR(optimizer, settings.step_size, settings.gamma), per_batch=False)
     if name == "cosine":
         return Schedule(
-            CosineAnnealingLR(optimizer, steps, eta_min=settings.lr * 0.01), per_batch=True
+            CosineAnnealingLR(optimizer, steps, eta_min=peak_lr(settings) * 0.01), per_batch=True
         )
     if name == "onecycle" and steps >= 3:
         # Warm up over 20% of the steps, but over at least 1.5 steps so both phases exist.
         warmup = min(0.5, max(0.2, 1.5 / steps))
-        peaks = [settings.lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+        peaks = [peak_lr(settings) * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
         cycle = OneCycleLR(optimizer, max_lr=peaks, total_steps=steps, pct_start=warmup)
         return Schedule(cycle, per_batch=True)
     return Schedule(None, per_batch=False)

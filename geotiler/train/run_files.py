@@ -1,4 +1,4 @@
-"""The per-epoch record of a run: ``metrics.csv`` and, when tensorboard is installed, events.
+"""The record of a run: ``metrics.csv`` per epoch, TensorBoard events when installed, JSON files.
 
 ``metrics.csv`` is rewritten whole (temporary file + rename) after every epoch, so it is always
 complete; a resumed run keeps the rows up to the checkpoint's epoch and goes on from there.
@@ -81,3 +81,27 @@ def _tensorboard(run_dir: Path) -> Any:
         log.debug("tensorboard is not installed; metrics go to metrics.csv only")
         return None
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def write_json(path: Path, content: dict[str, Any]) -> Path:
+    """Write ``content`` as indented JSON atomically (NaN becomes null)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    text = json.dumps(_json_safe(content), indent=2, sort_keys=False)
+    temporary.write_text(text + "\n", encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _json_safe(value.item())
+    return value

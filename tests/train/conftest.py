@@ -1,7 +1,7 @@
 """Fixtures for the training tests: a tiny tile store with the TileStore reader interface.
 
 ``fake_store`` writes tiles to an ``.npz`` in tmp_path and makes ``geotiler.train.data`` open it
-with :class:`FakeStore` (same attributes and methods as ``geotiler.store.TileStore``), so the
+with :class:`FakeStore` (same attributes and methods as ``geotiler.tiles.store.TileStore``), so the
 data path is tested without the tiling stage. Tests of the whole chain use a real store.
 """
 
@@ -88,6 +88,18 @@ class FakeStore:
             return self._images[ids].copy(), self._masks[ids].copy()
         out[0][...], out[1][...] = self._images[ids], self._masks[ids]
         return out
+
+    def column(self, name: str) -> np.ndarray:
+        """The index columns the recipe reads, computed from the tiles."""
+        if name == "class_counts":
+            return np.stack(
+                [np.bincount(m.ravel(), minlength=self.num_classes) for m in self._masks]
+            )
+        if name == "valid_px":
+            return np.full(len(self), self.tile_size**2, dtype=np.int64)
+        if name == "cloudy_px":
+            return np.full(len(self), -1, dtype=np.int64)
+        raise KeyError(name)
 
 
 def make_fake_store(

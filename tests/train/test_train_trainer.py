@@ -16,7 +16,7 @@ from geotiler.train.run_files import read_metrics
 from geotiler.train.settings import TrainSettings
 from geotiler.train.trainer import Callbacks, EpochReport, train
 
-TIMING = {"seconds", "tiles_per_s"}
+TIMING = {"seconds", "tiles_per_s", "val_seconds"}
 
 
 @pytest.fixture
@@ -134,10 +134,17 @@ def test_an_existing_run_is_kept_unless_overwrite(
     run = tmp_path / "run"
     run.mkdir()
     (run / "notes.txt").write_text("mine")
+    # A folder of the user's is never replaced, not even with overwrite.
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError, match="never replaced"):
+            train(fake_store, run, _settings(tiny_preset, epochs=1), overwrite=overwrite)
+    assert (run / "notes.txt").read_text() == "mine"
+    mine = tmp_path / "mine"
+    train(fake_store, mine, _settings(tiny_preset, epochs=1))
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        train(fake_store, run, _settings(tiny_preset, epochs=1))
-    train(fake_store, run, _settings(tiny_preset, epochs=1), overwrite=True)
-    assert (run / "best.pt").is_file()
+        train(fake_store, mine, _settings(tiny_preset, epochs=1))
+    train(fake_store, mine, _settings(tiny_preset, epochs=1), overwrite=True)
+    assert (mine / "best.pt").is_file()
 
 
 def test_early_stopping_ends_a_run_that_stopped_improving(

@@ -180,7 +180,9 @@ class MixTransformer(nn.Module):
             raise ValueError(f"segformer: every per-stage list needs {stages} entries")
         self.in_channels = in_channels
         self.hidden_sizes = tuple(hidden_sizes)
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        # Plain floats (as torch.linspace would give): the model also builds on the meta device.
+        count = sum(depths)
+        rates = [drop_path_rate * i / max(count - 1, 1) for i in range(count)]
         self.patch_embeddings = nn.ModuleList(
             OverlapPatchEmbeddings(
                 patch_sizes[i], strides[i], in_channels if i == 0 else hidden_sizes[i - 1], size

@@ -1,0 +1,41 @@
+"""``geotiler tile`` and ``filter`` summaries: filters in force; a warning for an empty split."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from test_api import make_pair
+
+from geotiler.cli import app
+from geotiler.tiles.store import TileStore
+
+
+def test_filter_replaces_the_list_and_the_summary_shows_what_is_in_force(
+    runner, tmp_path: Path
+) -> None:
+    scene, mask = make_pair(tmp_path)
+    out = tmp_path / "t.zarr"
+    args = ["tile", str(scene), "--mask", str(mask), "--size", "32", "-o", str(out)]
+    tiled = runner.invoke(app, [*args, "--filter", "nodata:0.2", "--split", "block:0.6,0.2,0.2"])
+    assert tiled.exit_code == 0, tiled.output
+    assert "filters in force: nodata:0.2" in tiled.output
+
+    changed = runner.invoke(app, ["filter", str(out), "--filter", "dominant:0.99"])
+    assert changed.exit_code == 0, changed.output
+    assert "filters in force: dominant:0.99" in changed.output  # nodata:0.2 is gone
+    assert "nodata:0.2" not in set(TileStore.open(out).index.verdict)
+    help_text = re.sub(r"[\s│]+", " ", runner.invoke(app, ["filter", "--help"]).output)
+    assert "replaces the store's whole list of filters" in help_text
+
+    cleared = runner.invoke(app, ["filter", str(out), "--no-filters"])
+    assert "filters in force: none" in cleared.output
+
+
+def test_an_empty_split_is_warned_about_even_when_quiet(runner, tmp_path: Path) -> None:
+    scene, mask = make_pair(tmp_path)
+    out = tmp_path / "t.zarr"
+    args = ["tile", str(scene), "--mask", str(mask), "--size", "32", "-o", str(out), "--quiet"]
+    result = runner.invoke(app, [*args, "--split", "block:1,0,0"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no kept tile in the val and test split(s)" in result.output

@@ -70,7 +70,10 @@ def test_a_missing_shard_reads_as_the_fill_value_like_zarr(
     (copy / "masks" / "c" / "1" / "0" / "0").unlink()  # tiles 8..15 of the masks
     ids = np.array([7, 8, 12, 16])
     images, masks = BatchReader(copy, backend="native", threads=1).read(ids)
-    expected_images, expected_masks = _plain(copy, ids)
+    # TileStore.open refuses such a store (geotiler.tiles.verify); zarr itself reads it.
+    group = zarr.open_group(str(copy), mode="r")
+    expected_images = np.stack([group["images"][int(i)] for i in ids])
+    expected_masks = np.stack([group["masks"][int(i)] for i in ids])
     np.testing.assert_array_equal(masks, expected_masks)
     assert not masks[1:3].any()
     np.testing.assert_array_equal(images, expected_images)

@@ -42,7 +42,16 @@ from geotiler.io import (
     write_class_metadata,
 )
 from geotiler.outputs import output_tag
-from geotiler.rescale.methods import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
+from geotiler.rescale.methods import (
+    METHODS,
+    Plan,
+    Unit,
+    UnitResult,
+    compute_unit,
+    count_into,
+    counts_fast,
+    release_buffers,
+)
 from geotiler.rescale.plan import Schedule, make_plan, plan_units
 
 log = logging.getLogger(__name__)
@@ -341,12 +350,13 @@ def _write(
         dataset.update_tags(**output_tag("rescale"))
         writer = _BlockRowWriter(dataset, plan, schedule.units)
         results = _results(plan, schedule.units, threads, compute)
+        fast = counts_fast(plan)
         for result, advance in zip(results, schedule.advances, strict=True):
             writer.put(result)
             if result.source_hist is not None:
                 src_hist += result.source_hist
             if plan.n_values:
-                out_hist += np.bincount(result.data.ravel(), minlength=plan.n_values)
+                count_into(result.data, out_hist, fast=fast)
             if progress is not None and advance:
                 progress(advance)
     left = plan.source_shape[0] - sum(schedule.advances)  # mask rows outside the target

@@ -81,7 +81,7 @@ def _counts(values: np.ndarray) -> dict[int, int]:
 def test_counts_fast_only_where_numba_pays(tmp_path) -> None:
     small = _plan("near", (30000, 30000))
     assert not methods.counts_fast(small)  # 20 Mpx counted: np.bincount
-    assert methods.counts_fast(_plan("near", (300000, 300000)))  # 2 Gpx counted
+    assert methods.counts_fast(_plan("near", (300000, 300000)))  # 0.93 Gpx counted
     assert methods.counts_fast(_plan("mode", (30000, 30000)))  # mode's kernels load numba
     assert not methods.counts_fast(_plan("mode", (3000, 3000)))  # NumPy's block mode
 
@@ -93,3 +93,27 @@ def _plan(method: str, shape: tuple[int, int]) -> methods.Plan:
         method=method, factor=10, row_off=0, col_off=0, nodata=0, has_nodata=True,
         n_values=256, weights=np.ones(256), token="t",
     )  # fmt: skip
+
+
+def test_near_counts_a_bounded_sample_of_source_rows() -> None:
+    assert methods.hist_every(_plan("near", (30000, 30000))) == methods.HIST_EVERY
+    full = _plan("near", (300000, 300000))
+    every = methods.hist_every(full)
+    counted = 30000 // every * 300000
+    assert methods.HIST_SAMPLE_PX * 0.9 < counted <= methods.HIST_SAMPLE_PX
+
+
+def test_near_source_shares_follow_the_mask(write_raster, blobby_mask, tmp_path, monkeypatch):
+    monkeypatch.setattr(methods, "HIST_SAMPLE_PX", 20_000)  # every 40th sampled row here
+    mask = blobby_mask(4000, 1000, seed=9, blob_px=10)
+    source = write_raster("mask.tif", mask, resolution=1, nodata=0, layout="strip")
+    result = rescale(
+        source, Grid.from_raster(source).zoom_out(4), tmp_path / "n.tif", method="near"
+    )
+    counted = sum(result.source_counts.values())
+    # About 25 of the 1000 sampled rows (each window starts its own count), not every 8th (125).
+    assert 20 * 1000 <= counted <= 40 * 1000
+    truth = _counts(mask)
+    for value, count in truth.items():
+        share = result.source_counts.get(value, 0) / counted
+        assert abs(share - count / mask.size) < 0.05

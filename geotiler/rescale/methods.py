@@ -84,7 +84,10 @@ class UnitResult:
 
 UnitFunction = Callable[[Plan, Unit], UnitResult]
 HIST_EVERY = 8
-"""``near`` reads only the rows it samples; every 8th of them is counted for the histogram."""
+"""``near`` reads only the rows it samples; at most every 8th of them is counted in full for
+the source histogram, fewer on a large mask (:func:`hist_every`)."""
+HIST_SAMPLE_PX = 32_000_000
+"""About how many source pixels ``near`` counts for its (sampled) source histogram."""
 FAST_COUNT_PX = 300_000_000
 """A run counting at least this many pixels counts them with numba (:func:`counts_fast`)."""
 PAIRS_FROM_PX = 1 << 16
@@ -170,7 +173,7 @@ def counts_fast(plan: Plan) -> bool:
     time ~5 ns: most of ``near``'s time at full size); the kernel takes ~1.5 ns, once numba is
     loaded (~1 s of CPU in a fresh process). So: when ``mode`` loads numba anyway, or a run
     counts ``FAST_COUNT_PX`` or more (the output's pixels, plus for ``near`` every
-    ``HIST_EVERY``-th sampled source row).
+    :func:`hist_every`-th sampled source row).
     """
     if not plan.n_values:
         return False
@@ -180,8 +183,19 @@ def counts_fast(plan: Plan) -> bool:
         return True  # the mode kernels load numba
     counted = plan.target.rows * plan.target.cols
     if plan.method == "near":
-        counted += rows * cols // (factor * HIST_EVERY)
+        counted += rows * cols // (factor * hist_every(plan))
     return counted >= FAST_COUNT_PX
+
+
+def hist_every(plan: Plan) -> int:
+    """``near`` counts every n-th sampled row in full: at most ``HIST_SAMPLE_PX`` or so in all.
+
+    Every 8th row would be 1.1 Gpx of the full 300000² mask (~10 s of counting, more than its
+    reads); rows spread evenly over the mask give the class shares as well.
+    """
+    rows, cols = plan.source_shape
+    sampled = rows // (plan.factor or 1) * cols
+    return max(HIST_EVERY, -(-sampled // HIST_SAMPLE_PX))
 
 
 def count_into(values: np.ndarray, hist: np.ndarray, *, fast: bool) -> None:
@@ -213,7 +227,7 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     (:mod:`geotiler.rescale.rawstrips`). Otherwise, where the blocks lie inside the source, GDAL's
     decimating read takes exactly those pixels and reads only the rows they are on; rows of
     partial edge blocks are read one at a time. The source histogram counts every
-    ``HIST_EVERY``-th sampled row in full.
+    :func:`hist_every`-th sampled row in full.
     """
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -230,11 +244,11 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     inside_cols = (src_cols - half >= 0) & (src_cols - half + factor <= cols)
     c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
     by_row = set(row_ok.tolist())
-    fast = counts_fast(plan)
+    fast, every = counts_fast(plan), hist_every(plan)
     with open_raster(plan.source) as dataset, RawStrips.open(dataset) as raw:
         out_cols = slice(int(col_ok[0]), int(col_ok[-1]) + 1)
         if raw is not None and _near_direct(
-            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, out_cols, hist, fast
+            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, out_cols, hist, fast, every
         ):
             return UnitResult(unit, out, hist)
         if inside_cols[col_ok].all() and len(inside_rows):
@@ -246,7 +260,7 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
             by_row -= set(range(a, b))
         line = np.empty((1, c1 - c0), plan.dtype)
         picked = src_cols[col_ok] - c0
-        counted = set(row_ok[::HIST_EVERY].tolist()) if hist is not None else set()
+        counted = set(row_ok[::every].tolist()) if hist is not None else set()
         for k in sorted(by_row | counted):
             dataset.read(1, window=Window(c0, int(src_rows[k]), c1 - c0, 1), out=line)
             if k in by_row:
@@ -267,6 +281,7 @@ def _near_direct(
     out_cols: slice,
     hist: np.ndarray | None,
     fast: bool,
+    every: int,
 ) -> bool:
     """``near`` by reading each sampled row's span once, straight from the file."""
     line = np.empty((1, c1 - c0), out.dtype)
@@ -275,7 +290,7 @@ def _near_direct(
         if not raw.read(row, c0, line):
             return False
         out[k, out_cols] = line[0, ::factor]  # column c0 is the first sampled one
-        if n % HIST_EVERY == 0 and counted is not None:
+        if n % every == 0 and counted is not None:
             count_into(line, counted, fast=fast)
     if hist is not None and counted is not None:
         hist += counted

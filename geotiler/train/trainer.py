@@ -42,7 +42,7 @@ from geotiler.train.fingerprint import DataFingerprint
 from geotiler.train.losses import LossContext, build_loss
 from geotiler.train.metrics import Scores, confusion_matrix, save_confusion, scores_for_table
 from geotiler.train.models import Preset, apply_encoder_weights, load_preset
-from geotiler.train.optim import Schedule, build_optimizer, build_schedule
+from geotiler.train.optim import Schedule, build_optimizer, build_schedule, resume_schedule
 from geotiler.train.recipe import TrainPlan, plan_training
 from geotiler.train.results import Callbacks, EpochReport, TrainResult
 from geotiler.train.run_files import RunLog, write_json
@@ -190,25 +190,17 @@ class _Run:
                 self._restore_state(previous)
                 self.optimizer.load_state_dict(previous["resume"]["optimizer"])
             return budget_schedule(
-                self.optimizer, self.settings.scheduler, self.budget
+                self.optimizer, self.settings.lr_schedule, self.budget
             ) or build_schedule(self.optimizer, self.settings, epochs=1, steps_per_epoch=steps)
         if previous is None:
             return build_schedule(
                 self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
             )
         saved = self._restore_state(previous)
-        if int(previous["settings"]["epochs"] or 0) == epochs:
-            # Build first: a new scheduler resets the learning rate the optimiser state restores.
-            schedule = build_schedule(
-                self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
-            )
-            self.optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved.get("scheduler") or {})
-            return schedule
-        # A longer (or shorter) run: schedule the remaining epochs afresh.
-        self.optimizer.load_state_dict(saved["optimizer"])
-        left = max(1, epochs - self.state.epoch)
-        return build_schedule(self.optimizer, self.settings, epochs=left, steps_per_epoch=steps)
+        return resume_schedule(
+            self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps, saved=saved,
+            same_length=int(previous["settings"]["epochs"] or 0) == epochs,
+        )  # fmt: skip
 
     def _restore_state(self, previous: dict[str, Any]) -> dict[str, Any]:
         saved: dict[str, Any] = previous.get("resume") or {}
@@ -268,6 +260,9 @@ class _Run:
 
     def _epoch(self, epoch: int) -> EpochReport:
         self.sampler.set_epoch(epoch)
+        # The learning rate the epoch's first step uses, before any scheduler step: the one an
+        # epoch-stepped schedule (plateau, step) applied to all its steps.
+        lr = float(self.optimizer.param_groups[0]["lr"])
         start = time.perf_counter()
         train_loss, tiles = self._train_pass(epoch)
         seconds = time.perf_counter() - start
@@ -276,7 +271,6 @@ class _Run:
         miou = scores.miou if math.isfinite(scores.miou) else 0.0
         self.schedule.after_epoch(miou)
         is_best = miou > self.state.best_miou
-        lr = float(self.optimizer.param_groups[0]["lr"])
         row = {
             "epoch": float(epoch),
             "lr": lr,

@@ -47,6 +47,7 @@ from geotiler.train.recipe import TrainPlan, plan_training
 from geotiler.train.results import Callbacks, EpochReport, TrainResult
 from geotiler.train.run_files import RunLog, write_json
 from geotiler.train.settings import PIXEL_MODEL, TrainSettings
+from geotiler.train.tensorboard import TILES_SHOWN
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,11 @@ class _Run:
         )  # fmt: skip
         self.budget, self.referee = self.extras.budget, self.extras.referee
         self.schedule = self._restore(previous)
-        self.log = RunLog(out, enabled=runtime.is_main, resume_epoch=self.state.epoch)
+        self.log = RunLog(
+            out, enabled=runtime.is_main, resume_epoch=self.state.epoch,
+            class_names=self.summary.classes.names,
+        )  # fmt: skip
+        self._shown: tuple[torch.Tensor, ...] = ()  # validation tiles drawn in TensorBoard
         self._first_epoch = self.state.epoch + 1
 
     def _wrap(self) -> nn.Module:
@@ -291,6 +296,11 @@ class _Run:
             self.state.bad_epochs += 1
         if self.runtime.is_main:
             self.log.append(row)
+            if self.log.board is not None and self._shown:
+                self.log.board.tiles(
+                    epoch, *(t.numpy() for t in self._shown), bands=self.summary.bands,
+                    classes=self.summary.classes,
+                )  # fmt: skip
             self._save(row, is_best, matrix)
         if self.budget is not None:  # validation and saving, as what every period adds
             self.budget.after_validation(time.perf_counter() - start - seconds, seconds)
@@ -363,6 +373,7 @@ class _Run:
         k = self.summary.num_classes
         matrix = torch.zeros(k, k, dtype=torch.int64, device=self.runtime.device)
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+        drawing, self._shown = self.log.board is not None and self.log.board.active, ()
         for batch in self.val_loader:
             image, mask = self._to_device(batch)
             with self._autocast():
@@ -370,6 +381,9 @@ class _Run:
             total[0] += self.loss(logits.float(), mask).double() * image.shape[0]
             total[1] += image.shape[0]
             matrix += confusion_matrix(logits.argmax(1), mask, k, self.summary.nodata)
+            if drawing and not self._shown:
+                n = TILES_SHOWN
+                self._shown = (image[:n].float().cpu(), mask[:n].cpu(), logits[:n].argmax(1).cpu())
             if self.referee is not None:
                 self.referee.add(logits)
         distributed.all_sum(self.runtime, matrix)

@@ -225,7 +225,7 @@ class TileStore:
         ``band`` coordinate; the ``index`` group the per-tile index (scene, row, col, verdict,
         split, class counts...). Same as ``xarray.open_datatree(path, engine="zarr")``.
 
-        Example:
+        Examples:
             >>> tree = geotiler.open_store("tiles.zarr").to_xarray()  # doctest: +SKIP
             >>> tree["masks"].isel(tile=0).plot()  # doctest: +SKIP
         """

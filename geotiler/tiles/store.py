@@ -231,7 +231,8 @@ class TileStore:
         """
         import xarray
 
-        return xarray.open_datatree(str(self.path), engine="zarr", chunks={})
+        # geotiler writes no consolidated metadata: say so, or xarray warns on every open.
+        return xarray.open_datatree(str(self.path), engine="zarr", chunks={}, consolidated=False)
 
     def grid(self, scene: str) -> Grid:
         """The grid of ``scene`` (tile positions are pixel rows and columns on it)."""

@@ -82,10 +82,12 @@ class TrainSettings(StageSettings):
     @model_validator(mode="before")
     @classmethod
     def _renamed_keys(cls, data: Any) -> Any:
-        # Checkpoints and pipelines written before the rename say "scheduler" (now the Dask
-        # scheduler's name in rescale/tile only).
-        if isinstance(data, dict) and "scheduler" in data and "lr_schedule" not in data:
-            data = {("lr_schedule" if k == "scheduler" else k): v for k, v in data.items()}
+        # Checkpoints, presets and pipelines written before the rename say "scheduler" (now the
+        # Dask scheduler's name in rescale/tile only); the new name wins when both are there.
+        if isinstance(data, dict) and "scheduler" in data:
+            data = dict(data)
+            legacy = data.pop("scheduler")
+            data.setdefault("lr_schedule", legacy)
         return data
 
     @field_validator("loss")

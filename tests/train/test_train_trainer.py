@@ -210,3 +210,9 @@ def test_the_plateau_schedule_takes_patience_and_gamma() -> None:
 def test_settings_saved_before_the_rename_still_load() -> None:
     # Checkpoints written before --lr-schedule store the key "scheduler".
     assert TrainSettings.model_validate({"scheduler": "step"}).lr_schedule == "step"
+
+
+def test_the_new_name_wins_over_a_legacy_scheduler_key() -> None:
+    # A preset from before the rename under a pipeline that uses the new name.
+    settings = TrainSettings.model_validate({"scheduler": "onecycle", "lr_schedule": "plateau"})
+    assert settings.lr_schedule == "plateau"

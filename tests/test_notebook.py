@@ -10,7 +10,10 @@ NOTEBOOK = Path(__file__).parents[1] / "examples" / "quickstart.ipynb"
 
 
 @pytest.mark.slow
-def test_the_quickstart_notebook_runs_without_an_error(tmp_path: Path) -> None:
+def test_the_quickstart_notebook_runs_without_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel inherits it: its files go here
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -28,3 +31,4 @@ def test_the_quickstart_notebook_runs_without_an_error(tmp_path: Path) -> None:
     assert "val mIoU" in shown and "map mIoU" in shown
     assert "same as the GeoTIFF: 100.0%" in shown  # predictor.predict agrees with predict()
     assert "Warning" not in shown  # nothing a reader would have to wonder about
+    assert list(tmp_path.glob("geotiler-quickstart-*/landcover.tif"))

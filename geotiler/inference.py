@@ -17,7 +17,7 @@ import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ import torch
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.export import META_KEY, TORCHSCRIPT_META_FILE, import_or_explain
+
+if TYPE_CHECKING:
+    from geotiler.predict_array import ArrayPrediction
 
 PIXEL_TILE_PX = 256
 Member = Literal["auto", "network", "baseline", "ensemble"]
@@ -53,7 +56,31 @@ def resolve_device(device: str = "auto") -> torch.device:
     return chosen
 
 
-class _Normalised:
+class _InMemory:
+    """``predictor.predict(array)``: see :func:`geotiler.predict_array.predict_array`."""
+
+    def predict(self, data: Any, **options: Any) -> ArrayPrediction:
+        """Class ids and probabilities for an in-memory image (numpy or xarray, bands first).
+
+        Args:
+            data: ``(bands, rows, cols)`` values; a DataArray keeps its coordinates and CRS.
+            **options: ``bands``, ``nodata``, ``overlap``, ``batch_size``, ``tta`` of
+                :func:`geotiler.predict_array.predict_array`.
+
+        Returns:
+            ``classes`` (rows x cols class ids) and ``probabilities`` (one plane per class).
+
+        Examples:
+            >>> predictor = load_predictor("run/best.pt")
+            >>> result = predictor.predict(rioxarray.open_rasterio("scene.tif"))
+            >>> result.classes.plot()
+        """
+        from geotiler.predict_array import predict_array
+
+        return predict_array(self, data, **options)  # type: ignore[arg-type]
+
+
+class _Normalised(_InMemory):
     """Shared input contract: bands, normalisation, classes, tile size from checkpoint metadata."""
 
     def __init__(self, meta: dict[str, Any]) -> None:
@@ -182,7 +209,7 @@ class PixelPredictor(_Normalised):
         return self.baseline.predict_proba(batch.astype(np.float32, copy=False))
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(_InMemory):
     """The network's and the pixel baseline's probabilities, averaged with ``network_weight``.
 
     It slides the pixel predictor's (larger) windows: the network is fully convolutional, and

@@ -15,7 +15,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from geotiler import limits, outputs
 from geotiler.catalog import ClassInfo, ClassTable
+from geotiler.creation_options import with_creation_options
 from geotiler.errors import InputError, RasterError
 from geotiler.outputs import Inputs, Kind
 
@@ -247,26 +248,31 @@ def require_single_band_integer(dataset: Any, *, purpose: str) -> None:
         )
 
 
-def convert_to_cog(source: PathLike, target: PathLike, *, overview_resampling: str) -> None:
+def convert_to_cog(
+    source: PathLike,
+    target: PathLike,
+    *,
+    overview_resampling: str,
+    creation_options: Mapping[str, str] | None = None,
+) -> None:
     """Copy a finished GeoTIFF to a Cloud-Optimised GeoTIFF with overviews built by GDAL.
 
     Class rasters want ``overview_resampling="mode"``; the class metadata sidecar is copied along.
+    ``creation_options`` (the COG driver's, e.g. ``{"COMPRESS": "ZSTD"}``) override geotiler's.
     """
     from rasterio.shutil import copy as rio_copy
 
     with rasterio.open(source) as src:
         predictor = 2 if src.dtypes[0] not in ("uint8", "int8", "float32", "float64") else 1
+    defaults = {
+        "compress": "DEFLATE",
+        "predictor": predictor,
+        "overview_resampling": overview_resampling.upper(),
+        "num_threads": "ALL_CPUS",
+        "bigtiff": "IF_SAFER",
+    }
     # The COG driver carries the colour table, nodata and metadata tags over by itself.
-    rio_copy(
-        source,
-        target,
-        driver="COG",
-        compress="DEFLATE",
-        predictor=predictor,
-        overview_resampling=overview_resampling.upper(),
-        num_threads="ALL_CPUS",
-        bigtiff="IF_SAFER",
-    )
+    rio_copy(source, target, driver="COG", **with_creation_options(defaults, creation_options))
     names = _read_category_names(Path(source))
     if names:
         _write_category_names(Path(target), names, band=1)

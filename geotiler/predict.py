@@ -17,18 +17,19 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from geotiler import StageModule
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
+from geotiler.creation_options import normalise_creation_options
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import check_output, open_raster
@@ -46,6 +47,14 @@ class PredictSettings(StageSettings):
     tta: bool = False
     cog: bool = False
     device: str = "auto"
+    creation_options: dict[str, str] = Field(
+        default_factory=dict, description="GDAL creation options of every output (--co)"
+    )
+
+    @field_validator("creation_options", mode="before")
+    @classmethod
+    def _gdal_names(cls, value: Any) -> dict[str, str]:
+        return normalise_creation_options(value)
 
 
 class Predictor(Protocol):
@@ -152,6 +161,7 @@ def predict_scene(
     confidence: str | PathLike[str] | None = None,
     probabilities: str | PathLike[str] | None = None,
     cog: bool = False,
+    creation_options: Mapping[str, str] | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> PredictResult:
@@ -167,9 +177,10 @@ def predict_scene(
     into a listed class); so is a pixel whose top probability is below ``min_confidence``. Nodata
     pixels of the scene (every band nodata) are nodata in the map. The scene's bands are matched
     to the model's by name (the file's band descriptions, or ``bands``) and reordered; unnamed
-    bands are taken in order.
+    bands are taken in order. ``creation_options`` (GDAL's, e.g. ``{"COMPRESS": "LZW"}``; the COG
+    driver's with ``cog``) override geotiler's for every output.
     """
-    from geotiler.predict_engine import Engine, Outputs
+    from geotiler.predict_engine import Engine, Outputs, check_output_options
 
     started = time.perf_counter()
     paths = [scene] if isinstance(scene, str | PathLike) else list(scene)
@@ -181,6 +192,8 @@ def predict_scene(
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise InputError(f"--min-confidence must be within 0..1, got {min_confidence}")
     check_distinct({"-o": output, "--confidence": confidence, "--probabilities": probabilities})
+    targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
+    check_output_options(creation_options, targets, cog=cog, classes=len(chosen))
     for path in (output, confidence, probabilities):
         if path is not None:
             check_output(
@@ -199,7 +212,10 @@ def predict_scene(
             str(paths[0]), cols=grid.cols, bands=len(predictor.bands) * len(seasons),
             classes=predictor.num_classes, tile_px=predictor.tile_size, batch=batch_size, tta=tta,
         )  # fmt: skip
-        outputs = Outputs(grid, classes, chosen, output, confidence, probabilities, cog, overwrite)
+        outputs = Outputs(
+            grid, classes, chosen, output, confidence, probabilities, cog, overwrite,
+            creation_options=creation_options,
+        )  # fmt: skip
         with outputs:
             engine = Engine(seasons, predictor, chosen, overlap_px, batch_size, tta, outputs)
             engine.select(keep=keep, min_confidence=min_confidence)

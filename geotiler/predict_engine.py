@@ -10,7 +10,7 @@ April is so mapped from August; a pixel clear in no season is nodata, never a la
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -21,6 +21,7 @@ import rasterio
 from rasterio.windows import Window
 
 from geotiler.catalog import ClassTable
+from geotiler.creation_options import check_creation_options, with_creation_options
 from geotiler.grid import Grid
 from geotiler.io import atomic_output, convert_to_cog, geotiff_profile, write_class_metadata
 from geotiler.outputs import output_tag
@@ -175,6 +176,38 @@ class Engine:
         self.outputs.write(labels, probs, valid)
 
 
+def output_profile(key: str, nodata: int, classes: int) -> dict[str, Any]:
+    """geotiler's GeoTIFF profile of the ``labels``, ``confidence`` or ``probabilities`` output."""
+    if key == "labels":
+        return geotiff_profile(dtype="uint8", nodata=nodata, block_px=BLOCK_PX)
+    if key == "confidence":
+        return geotiff_profile(dtype="float32", nodata=CONFIDENCE_NODATA, block_px=BLOCK_PX)
+    return geotiff_profile(
+        dtype="uint8", count=classes, nodata=PROBABILITY_NODATA, block_px=BLOCK_PX
+    )
+
+
+def check_output_options(
+    creation_options: Mapping[str, str] | None,
+    targets: Mapping[str, str | PathLike[str] | None],
+    *,
+    cog: bool,
+    classes: int,
+) -> None:
+    """Have GDAL judge ``--co`` for each output to write (``labels``, ``confidence``...).
+
+    Raises:
+        InputError: the first output and option GDAL refuses.
+    """
+    if not creation_options:
+        return
+    for key, target in targets.items():
+        if target is None:
+            continue
+        profile = output_profile(key, 0, classes)
+        check_creation_options(creation_options, profile, cog=cog, output=target)
+
+
 class Outputs:
     """The output rasters, written atomically, in whole blocks of rows."""
 
@@ -188,8 +221,10 @@ class Outputs:
         probabilities: str | PathLike[str] | None,
         cog: bool,
         overwrite: bool,
+        creation_options: Mapping[str, str] | None = None,
     ) -> None:
         self.grid, self.classes, self.chosen = grid, classes, chosen
+        self.creation_options = dict(creation_options or {})
         self.nodata = classes.nodata if classes.nodata is not None else 255
         self.targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
         self.cog, self.overwrite = cog, overwrite
@@ -230,14 +265,9 @@ class Outputs:
             "crs": self.grid.crs,
             "transform": self.grid.transform,
         }
-        if key == "labels":
-            profile = geotiff_profile(dtype="uint8", nodata=self.nodata, block_px=BLOCK_PX)
-        elif key == "confidence":
-            profile = geotiff_profile(dtype="float32", nodata=CONFIDENCE_NODATA, block_px=BLOCK_PX)
-        else:
-            profile = geotiff_profile(
-                dtype="uint8", count=len(self.chosen), nodata=PROBABILITY_NODATA, block_px=BLOCK_PX
-            )
+        profile = output_profile(key, self.nodata, len(self.chosen))
+        if not self.cog:  # with --cog the options go to the COG copy (see _finish)
+            profile = with_creation_options(profile, self.creation_options)
         return {**profile, **common}
 
     def write(self, labels: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
@@ -277,7 +307,10 @@ class Outputs:
             for key, path in self.paths.items():
                 cog_path = path.with_name(path.name + ".cog")
                 convert_to_cog(
-                    path, cog_path, overview_resampling="mode" if key == "labels" else "average"
+                    path,
+                    cog_path,
+                    overview_resampling="mode" if key == "labels" else "average",
+                    creation_options=self.creation_options,
                 )
                 path.unlink()
                 cog_path.rename(path)

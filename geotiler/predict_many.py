@@ -8,7 +8,7 @@ rasters, when asked for, go to their own folders under the same names.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -24,6 +24,7 @@ from geotiler.predict import (
     count_tiles,
     predict_scene,
 )
+from geotiler.predict_engine import check_output_options
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
 
@@ -125,6 +126,7 @@ class PredictOptions:
     detect_clouds: bool = False
     tta: bool = False
     cog: bool = False
+    creation_options: Mapping[str, str] | None = None
     overwrite: bool = False
 
 
@@ -157,6 +159,10 @@ def run_predict(
             for job in jobs
         ]
     check_overlap(predictor.tile_size, options.overlap_px)  # before a progress bar draws
+    targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
+    check_output_options(
+        options.creation_options, targets, cog=options.cog, classes=predictor.num_classes
+    )
     total = count_job_tiles(jobs, predictor.tile_size, options.overlap_px)
     with (progress or no_progress)("predict", total, "tiles") as advance:
         if mode == "fuse":

@@ -14,9 +14,11 @@ from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
     CatalogOption,
     ConfigOption,
+    CreationOption,
     DatasetOption,
     OverwriteOption,
     QuietOption,
+    creation_options,
     load_catalog,
 )
 from geotiler.config import load_pipeline, resolve_settings
@@ -103,6 +105,7 @@ def predict(
     ] = "auto",
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
+    co: CreationOption = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     allow_unfinished: Annotated[
         bool,
@@ -141,6 +144,7 @@ def predict(
             "tta": tta,
             "cog": cog,
             "device": device,
+            "creation_options": creation_options(co),
         },
         pipeline=load_pipeline(config),
     )
@@ -177,6 +181,7 @@ def predict(
         detect_clouds=detect_clouds,
         tta=settings.tta,
         cog=settings.cog,
+        creation_options=settings.creation_options,
         overwrite=overwrite,
     )
     mode, results = run_predict(

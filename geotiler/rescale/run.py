@@ -23,10 +23,15 @@ import dask
 import numpy as np
 import rasterio
 import rasterio.shutil
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
+from geotiler.creation_options import (
+    check_creation_options,
+    normalise_creation_options,
+    with_creation_options,
+)
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import (
@@ -68,6 +73,9 @@ class RescaleSettings(StageSettings):
     compress: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
     block_px: int = Field(default=512, ge=16, multiple_of=16)
     gdal_cache_mb: int = Field(default=64, ge=8)
+    creation_options: dict[str, str] = Field(default_factory=dict, description="GDAL's (--co)")
+
+    _gdal_names = field_validator("creation_options", mode="before")(normalise_creation_options)
 
     @model_validator(mode="after")
     def _one_target(self) -> RescaleSettings:
@@ -143,6 +151,7 @@ def rescale(
     compress: str = "zstd",
     block_px: int = 512,
     gdal_cache_mb: int = 64,
+    creation_options: Mapping[str, str] | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> RescaleResult:
@@ -164,6 +173,7 @@ def rescale(
             DEFLATE's default on class maps, and as small).
         block_px: output tile size.
         gdal_cache_mb: GDAL block cache while running (small is faster for one-pass reads).
+        creation_options: GDAL creation options over geotiler's (the COG driver's with ``cog``).
         overwrite: replace an existing ``out``.
         progress: called with the number of source rows done since the last call (all the
             mask's rows in total).
@@ -180,21 +190,24 @@ def rescale(
             table = read_class_table(dataset) or classes
             colormap = _colormap(dataset) if table is None else None
             layout = block_layout(dataset)
+        profile = writing_profile(plan.dtype, plan.nodata, compress=compress, block_px=block_px)
+        check_creation_options(creation_options, profile, cog=cog, output=out)
+        if not cog:  # with cog the options go to the COG copy
+            profile = with_creation_options(profile, creation_options)
         for notice in notices:
             log.warning(notice)
         with use_scheduler(scheduler, workers=workers) as client:
             threads = _thread_count(client, scheduler, workers)
             schedule = plan_units(plan, layout, memory_mb * MIB // (2 * threads), threads)
             with atomic_output(out, overwrite=overwrite, kind="geotiff", inputs=[source]) as tmp:
-                profile = geotiff_profile(
-                    dtype=plan.dtype, nodata=plan.nodata, block_px=block_px, compress=compress
-                )
-                profile.update(FAST_LEVELS.get(compress, {}))
                 try:
                     src_hist, out_hist = _write(tmp, plan, profile, schedule, threads, progress)
                 finally:
                     release_buffers(plan.token)
-                _finish(tmp, table, colormap, cog=cog, method=method, compress=compress)
+                cog_options = creation_options if cog else None
+                _finish(
+                    tmp, table, colormap, cog_options, cog=cog, method=method, compress=compress
+                )
         if plan.factor is None and plan.n_values:
             src_hist = _sample_histogram(plan)
     return RescaleResult(
@@ -212,6 +225,15 @@ def rescale(
         classes=table,
         notices=tuple(notices),
     )
+
+
+def writing_profile(
+    dtype: str, nodata: float | None, *, compress: str, block_px: int
+) -> dict[str, Any]:
+    """geotiler's GeoTIFF profile of a rescaled mask (before the user's creation options)."""
+    profile = geotiff_profile(dtype=dtype, nodata=nodata, block_px=block_px, compress=compress)
+    profile.update(FAST_LEVELS.get(compress, {}))
+    return profile
 
 
 # -- running and writing ----------------------------------------------------------------------
@@ -336,6 +358,7 @@ def _finish(
     path: Path,
     table: ClassTable | None,
     colormap: dict[int, tuple[int, ...]] | None,
+    cog_options: Mapping[str, str] | None,
     *,
     cog: bool,
     method: str,
@@ -355,16 +378,15 @@ def _finish(
     if sidecar.exists():
         os.replace(sidecar, staged.with_name(staged.name + ".aux.xml"))
     try:
-        rasterio.shutil.copy(
-            staged,
-            path,
-            driver="COG",
-            compress=compress.upper(),
+        defaults = {
+            "compress": compress.upper(),
             **({"level": 1} if compress in FAST_LEVELS else {}),
-            overview_resampling="NEAREST" if method == "near" else "MODE",
-            bigtiff="IF_SAFER",
-            num_threads="ALL_CPUS",
-        )
+            "overview_resampling": "NEAREST" if method == "near" else "MODE",
+            "bigtiff": "IF_SAFER",
+            "num_threads": "ALL_CPUS",
+        }
+        options = with_creation_options(defaults, cog_options)
+        rasterio.shutil.copy(staged, path, driver="COG", **options)
     finally:
         rasterio.shutil.delete(staged)
 
@@ -433,6 +455,7 @@ def rescale_with_settings(
         compress=settings.compress,
         block_px=settings.block_px,
         gdal_cache_mb=settings.gdal_cache_mb,
+        creation_options=settings.creation_options,
         overwrite=overwrite,
         progress=progress,
     )

@@ -30,7 +30,6 @@ FilterOption = Annotated[
     list[str] | None,
     typer.Option(
         "--filter",
-        "-f",
         help="Drop tiles: nodata[:max_fraction], water-only[:min_fraction], "
         "cloud[:max_fraction], dominant[:max_fraction]. Repeatable.",
     ),

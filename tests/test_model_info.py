@@ -103,7 +103,7 @@ def test_a_raster_given_as_model_is_one_clear_line(runner, write_raster, tmp_pat
 def test_model_format_refuses_other_files(tmp_path) -> None:
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(InputError, match="notes.pt: is a text file, not a model"):
+    with pytest.raises(InputError, match=r"notes\.pt: is a text file, not a model"):
         model_format(text)
     with pytest.raises(InputError, match="is a folder"):
         model_format(tmp_path)

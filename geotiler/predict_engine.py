@@ -37,6 +37,8 @@ from geotiler.tiles.read import CLOUD_VALUES, spectral_clouds
 BLOCK_PX = 256
 CONFIDENCE_NODATA = -1.0
 PROBABILITY_NODATA = 255
+PROBABILITY_SCALE = 254
+"""Probabilities are stored as round(p * 254) in uint8 (255 = nodata); the band scale undoes it."""
 
 
 @dataclass
@@ -290,7 +292,7 @@ class Outputs:
             conf[~valid[:take]] = CONFIDENCE_NODATA
             self.files["confidence"].write(conf, 1, window=window)
         if "probabilities" in self.files:
-            scaled = np.rint(probs[:, :take] * 254).astype(np.uint8)
+            scaled = np.rint(probs[:, :take] * PROBABILITY_SCALE).astype(np.uint8)
             scaled[:, ~valid[:take]] = PROBABILITY_NODATA
             self.files["probabilities"].write(scaled, window=window)
         self.row += take
@@ -300,9 +302,12 @@ class Outputs:
         write_class_metadata(self.paths["labels"], self.classes)
         if "probabilities" in self.paths:
             with rasterio.open(self.paths["probabilities"], "r+") as dataset:
+                # GDAL's band scale: readers that apply it (QGIS, rioxarray) get 0..1 directly.
+                dataset.scales = [1 / PROBABILITY_SCALE] * len(self.chosen)
+                dataset.offsets = [0.0] * len(self.chosen)
                 for band, class_id in enumerate(self.chosen, start=1):
                     dataset.set_band_description(band, self.classes.names[int(class_id)])
-                dataset.update_tags(SCALE="probability = value / 254")
+                    dataset.update_tags(band, CLASS_ID=str(int(class_id)))
         if self.cog:
             for key, path in self.paths.items():
                 cog_path = path.with_name(path.name + ".cog")

@@ -162,6 +162,8 @@ def predict_scene(
     probabilities: str | PathLike[str] | None = None,
     cog: bool = False,
     creation_options: Mapping[str, str] | None = None,
+    src_nodata: float | None = None,
+    dst_nodata: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> PredictResult:
@@ -177,8 +179,11 @@ def predict_scene(
     into a listed class); so is a pixel whose top probability is below ``min_confidence``. Nodata
     pixels of the scene (every band nodata) are nodata in the map. The scene's bands are matched
     to the model's by name (the file's band descriptions, or ``bands``) and reordered; unnamed
-    bands are taken in order. ``creation_options`` (GDAL's, e.g. ``{"COMPRESS": "LZW"}``; the COG
-    driver's with ``cog``) override geotiler's for every output.
+    bands are taken in order; ``bands`` of 1-based numbers picks the file's bands by position, in
+    the model's band order. ``src_nodata`` overrides the scenes' nodata value (a pixel equal to
+    it in any band is nodata); ``dst_nodata`` is the map's (default: the class table's, or 255).
+    ``creation_options`` (GDAL's, e.g. ``{"COMPRESS": "LZW"}``; the COG driver's with ``cog``)
+    override geotiler's for every output.
     """
     from geotiler.predict_engine import Engine, Outputs, check_output_options
 
@@ -207,6 +212,8 @@ def predict_scene(
             _season(stack, path, cloud, predictor, bands, detect_clouds)
             for path, cloud in zip(paths, cloud_paths, strict=True)
         ]
+        for season in seasons:
+            season.nodata = src_nodata
         grid = _common_grid(seasons)
         check_predict_memory(
             str(paths[0]), cols=grid.cols, bands=len(predictor.bands) * len(seasons),
@@ -214,7 +221,7 @@ def predict_scene(
         )  # fmt: skip
         outputs = Outputs(
             grid, classes, chosen, output, confidence, probabilities, cog, overwrite,
-            creation_options=creation_options,
+            creation_options=creation_options, nodata=dst_nodata,
         )  # fmt: skip
         with outputs:
             engine = Engine(seasons, predictor, chosen, overlap_px, batch_size, tta, outputs)
@@ -299,6 +306,8 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
         InputError: ``bands`` of the wrong length, a model band the scene lacks, or unnamed bands
             of another count.
     """
+    if bands is not None and all(str(b).strip().isdigit() for b in bands):
+        return _by_number(dataset, predictor, [int(b) for b in bands])
     if bands is not None and len(bands) != dataset.count:
         raise InputError(
             f"{dataset.name}: --bands names {len(bands)} bands but the scene has {dataset.count}"
@@ -322,6 +331,23 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
             f"{len(wanted)} ({', '.join(wanted)}); name them with --bands to pick by name"
         )
     return list(range(1, dataset.count + 1))
+
+
+def _by_number(dataset: Any, predictor: Predictor, numbers: list[int]) -> list[int]:
+    """``--bands 4,3,2``: the file's bands by 1-based number, one per model band, in its order."""
+    wanted = list(predictor.bands)
+    if len(numbers) != len(wanted):
+        raise InputError(
+            f"{dataset.name}: --bands gives {len(numbers)} band numbers but the model takes "
+            f"{len(wanted)} bands ({', '.join(wanted)}): give one number per model band, in "
+            "that order"
+        )
+    outside = [n for n in numbers if not 1 <= n <= dataset.count]
+    if outside:
+        raise InputError(
+            f"{dataset.name}: --bands {outside[0]}: the scene has bands 1..{dataset.count}"
+        )
+    return numbers
 
 
 # geotiler.predict(...) calls the API function (see geotiler.StageModule).

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from geotiler.catalog import ClassTable
 from geotiler.creation_options import check_creation_options, with_creation_options
+from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import atomic_output, convert_to_cog, geotiff_profile, write_class_metadata
 from geotiler.outputs import output_tag
@@ -50,6 +51,8 @@ class Season:
     order: list[int]
     clouds: Any | None = None
     visible: tuple[int, int, int] | None = None
+    nodata: float | None = None
+    """The scene's nodata value when the file's is overridden (``--src-nodata``)."""
     cloud_brightness: float = 3000.0
     cloud_whiteness: float = 0.2
 
@@ -120,8 +123,12 @@ class Engine:
         height = min(self.tile, self.rows)
         window = Window(0, y0, self.cols, height)
         dataset = season.dataset
-        image = dataset.read(season.order, window=window).astype(np.float32)
-        valid = (dataset.read_masks(season.order, window=window) > 0).all(axis=0)
+        raw = dataset.read(season.order, window=window)
+        if season.nodata is not None:
+            valid = (raw != season.nodata).all(axis=0)
+        else:
+            valid = (dataset.read_masks(season.order, window=window) > 0).all(axis=0)
+        image = raw.astype(np.float32)
         clear = valid.copy()
         if season.clouds is not None:
             clear &= ~np.isin(season.clouds.read(1, window=window), CLOUD_VALUES)
@@ -178,6 +185,25 @@ class Engine:
         self.outputs.write(labels, probs, valid)
 
 
+def map_nodata(classes: ClassTable, chosen: np.ndarray, nodata: int | None) -> int:
+    """The map's nodata value: ``nodata`` (``--dst-nodata``), else the class table's, else 255.
+
+    Raises:
+        InputError: ``nodata`` outside 0..255 or a class the map may hold.
+    """
+    if nodata is None:
+        return classes.nodata if classes.nodata is not None else 255
+    if not 0 <= nodata <= 255:
+        raise InputError(f"--dst-nodata {nodata}: the map is uint8; choose a value in 0..255")
+    if nodata in {int(c) for c in chosen}:
+        name = classes.names.get(int(nodata), "")
+        raise InputError(
+            f"--dst-nodata {nodata}: is the class {name or nodata} of the model; choose a value "
+            "no class uses (e.g. 255)"
+        )
+    return int(nodata)
+
+
 def output_profile(key: str, nodata: int, classes: int) -> dict[str, Any]:
     """geotiler's GeoTIFF profile of the ``labels``, ``confidence`` or ``probabilities`` output."""
     if key == "labels":
@@ -224,10 +250,11 @@ class Outputs:
         cog: bool,
         overwrite: bool,
         creation_options: Mapping[str, str] | None = None,
+        nodata: int | None = None,
     ) -> None:
         self.grid, self.classes, self.chosen = grid, classes, chosen
         self.creation_options = dict(creation_options or {})
-        self.nodata = classes.nodata if classes.nodata is not None else 255
+        self.nodata = map_nodata(classes, chosen, nodata)
         self.targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
         self.cog, self.overwrite = cog, overwrite
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

@@ -14,6 +14,8 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.output_kinds import WHAT, recognise
@@ -24,7 +26,7 @@ from geotiler.predict import (
     count_tiles,
     predict_scene,
 )
-from geotiler.predict_engine import check_output_options
+from geotiler.predict_engine import check_output_options, map_nodata
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
 
@@ -127,6 +129,8 @@ class PredictOptions:
     tta: bool = False
     cog: bool = False
     creation_options: Mapping[str, str] | None = None
+    src_nodata: float | None = None
+    dst_nodata: int | None = None
     overwrite: bool = False
 
 
@@ -163,6 +167,8 @@ def run_predict(
     check_output_options(
         options.creation_options, targets, cog=options.cog, classes=predictor.num_classes
     )
+    if options.dst_nodata is not None:
+        map_nodata(classes, np.array(classes.ids), options.dst_nodata)
     total = count_job_tiles(jobs, predictor.tile_size, options.overlap_px)
     with (progress or no_progress)("predict", total, "tiles") as advance:
         if mode == "fuse":

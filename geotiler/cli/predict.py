@@ -69,8 +69,21 @@ def predict(
         str | None,
         typer.Option(
             help="Names of the scene's bands in file order (comma-separated), when the file does "
-            "not name them; bands are matched to the model's by name."
+            "not name them; bands are matched to the model's by name. Or 1-based band numbers, "
+            "one per model band in its order (e.g. 4,3,2,8), to pick the file's bands by "
+            "position."
         ),
+    ] = None,
+    src_nodata: Annotated[
+        float | None,
+        typer.Option(
+            help="The scenes' nodata value, overriding the files' (a pixel with it in any band "
+            "is nodata in the map)."
+        ),
+    ] = None,
+    dst_nodata: Annotated[
+        int | None,
+        typer.Option(help="The map's nodata value (default: the class table's, or 255)."),
     ] = None,
     confidence: Annotated[
         Path | None, typer.Option(help="Also write the max probability (float32 GeoTIFF).")
@@ -182,6 +195,8 @@ def predict(
         tta=settings.tta,
         cog=settings.cog,
         creation_options=settings.creation_options,
+        src_nodata=src_nodata,
+        dst_nodata=dst_nodata,
         overwrite=overwrite,
     )
     mode, results = run_predict(

@@ -62,6 +62,14 @@ def rescale(
     cog: Annotated[
         bool | None, typer.Option("--cog/--no-cog", help="Write a Cloud Optimized GeoTIFF.")
     ] = None,
+    src_nodata: Annotated[
+        float | None,
+        typer.Option(help="The mask's nodata value, overriding the file's and the class table's."),
+    ] = None,
+    dst_nodata: Annotated[
+        float | None,
+        typer.Option(help="The output's nodata value (default: the mask's); no class's value."),
+    ] = None,
     co: CreationOption = None,
     memory_mb: Annotated[
         int | None, typer.Option(min=16, help="Source megabytes in flight at once (default: 256).")
@@ -101,6 +109,7 @@ def rescale(
         "memory_mb": memory_mb, "workers": workers, "scheduler": scheduler,
         "class_weights": parse_class_weights(class_weight),
         "creation_options": creation_options(co),
+        "src_nodata": src_nodata, "dst_nodata": dst_nodata,
     }  # fmt: skip
     settings = resolve_settings(RescaleSettings, stage="rescale", cli=cli, pipeline=pipeline)
     cat = load_catalog(catalog)

@@ -151,3 +151,20 @@ def test_parsing_and_merging() -> None:
     merged = with_creation_options(profile, {"COMPRESS": "JPEG"})
     assert merged == {"tiled": True, "COMPRESS": "JPEG"}  # JPEG takes no predictor
     assert with_creation_options(profile, {"COMPRESS": "LZW"})["predictor"] == 2
+
+
+def test_pipeline_yaml_takes_creation_options() -> None:
+    from geotiler.config import resolve_settings
+    from geotiler.errors import CatalogError
+    from geotiler.predict import PredictSettings
+    from geotiler.rescale import RescaleSettings
+
+    pipeline = {"rescale": {"creation_options": {"compress": "lzw", "zstd_level": 9}}}
+    settings = resolve_settings(RescaleSettings, stage="rescale", pipeline=pipeline)
+    assert settings.creation_options == {"COMPRESS": "lzw", "ZSTD_LEVEL": "9"}
+    with pytest.raises(CatalogError, match="COUNT is not a GDAL creation option"):
+        resolve_settings(
+            PredictSettings,
+            stage="predict",
+            pipeline={"predict": {"creation_options": {"count": 2}}},
+        )

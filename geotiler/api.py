@@ -288,7 +288,7 @@ def predict(
         config: Pipeline YAML whose ``predict`` section supplies settings.
         progress: Progress factory ``(label, total, unit) -> context(advance)``.
         **settings: Fields of :class:`geotiler.predict.PredictSettings` (``overlap``,
-            ``batch_size``, ``tta``, ``cog``, ``device``).
+            ``batch_size``, ``tta``, ``cog``, ``device``, ``creation_options``).
 
     Returns:
         One result per map written: path, grid, pixels per class, tiles, seconds.
@@ -323,6 +323,7 @@ def predict(
         detect_clouds=detect_clouds,
         tta=resolved.tta,
         cog=resolved.cog,
+        creation_options=resolved.creation_options,
         overwrite=overwrite,
     )
     _, results = run_predict(

@@ -61,10 +61,15 @@ class _Group(TyperGroup):
 
 
 def _say(label: str, message: str) -> None:
+    from rich.markup import escape
+
     from geotiler.cli.console import err_console
 
     colour = "yellow" if label == "interrupted" else "red"
-    err_console.print(f"[bold {colour}]{label}:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: "pip install 'geotiler[onnx]'" must not lose "[onnx]" as if it were markup.
+    err_console.print(
+        f"[bold {colour}]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
 
 
 app = typer.Typer(

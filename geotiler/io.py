@@ -305,7 +305,9 @@ def convert_to_cog(
     from rasterio.shutil import copy as rio_copy
 
     with rasterio.open(source) as src:
-        predictor = 2 if src.dtypes[0] not in ("uint8", "int8", "float32", "float64") else 1
+        # the COG driver spells it YES/NO (GTiff's 2/1 warn "unexpected value" and are ignored)
+        integer = src.dtypes[0] not in ("uint8", "int8", "float32", "float64")
+        predictor = "YES" if integer else "NO"
     defaults = {
         "compress": "DEFLATE",
         "predictor": predictor,

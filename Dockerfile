@@ -22,7 +22,7 @@ COPY models ./models
 
 # torch first from the chosen index, so the pin in constraints.txt is already satisfied.
 RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}" \
-    && pip install --no-cache-dir -c constraints.txt ".[onnx,plots]"
+    && pip install --no-cache-dir -c constraints.txt ".[onnx,plots,tensorboard]"
 
 WORKDIR /data
 ENTRYPOINT ["geotiler"]

@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck clean reference-model
+.PHONY: setup demo test lint typecheck docs clean reference-model
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -24,7 +24,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: lint typecheck
+# The API reference from the docstrings, built strictly (a broken reference fails) into a temporary
+# folder; `$(BIN)/mkdocs serve` shows it while editing.
+docs: setup
+	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"; \
+	status=$$?; rm -rf "$$site"; exit $$status
+
+test: lint typecheck docs
 	$(BIN)/pytest -n 2 --durations=15
 
 # The small reference checkpoint shipped in models/reference (deterministic on CPU).

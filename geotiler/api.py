@@ -55,7 +55,7 @@ def open_store(path: PathArg) -> TileStore:
     Raises:
         StoreError: missing, not a geotiler tile store, or incomplete.
 
-    Example:
+    Examples:
         >>> store = geotiler.open_store("tiles.zarr")
         >>> store.to_xarray()["masks"].sizes
     """
@@ -96,7 +96,7 @@ def rescale_mask(
     Returns:
         What was written and measured: path, target grid, class shares, Mpx/s.
 
-    Example:
+    Examples:
         >>> result = geotiler.rescale_mask("mask_1m.tif", "mask_10m.tif", factor=10)
         >>> result.shares()
     """
@@ -156,7 +156,7 @@ def tile(
     Returns:
         The complete store, open for reading.
 
-    Example:
+    Examples:
         >>> store = geotiler.tile("scene.tif", "mask.tif", output="tiles.zarr", size=64)
         >>> store.attrs.decisions.summary["kept"]
     """
@@ -211,7 +211,7 @@ def train(
     Returns:
         The run folder, epochs run, the best epoch and its scores.
 
-    Example:
+    Examples:
         >>> run = geotiler.train("tiles.zarr", "run", model="unet-tiny", epochs=5)
         >>> run.best.miou, run.run_dir / "best.pt"
     """
@@ -288,12 +288,12 @@ def predict(
         config: Pipeline YAML whose ``predict`` section supplies settings.
         progress: Progress factory ``(label, total, unit) -> context(advance)``.
         **settings: Fields of :class:`geotiler.predict.PredictSettings` (``overlap``,
-            ``batch_size``, ``tta``, ``cog``, ``device``).
+            ``batch_size``, ``tta``, ``cog``, ``device``, ``creation_options``).
 
     Returns:
         One result per map written: path, grid, pixels per class, tiles, seconds.
 
-    Example:
+    Examples:
         >>> [result] = geotiler.predict("scene.tif", "map.tif", model="run/best.pt")
         >>> result.class_pixels
     """
@@ -323,6 +323,7 @@ def predict(
         detect_clouds=detect_clouds,
         tta=resolved.tta,
         cog=resolved.cog,
+        creation_options=resolved.creation_options,
         overwrite=overwrite,
     )
     _, results = run_predict(
@@ -361,7 +362,7 @@ def evaluate(
         The report folder, ``metrics`` (``miou``, ``pixel_accuracy``, ``macro_f1``, per class)
         and the files written.
 
-    Example:
+    Examples:
         >>> report = geotiler.evaluate("map.tif", "mask_10m.tif", "report")
         >>> report.metrics["miou"]
     """

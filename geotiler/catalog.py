@@ -8,11 +8,12 @@ directory for the packaged copy). Validation errors name the file and the offend
 
 from __future__ import annotations
 
+import difflib
 import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -355,18 +356,44 @@ def _locate(path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     return Path(str(packaged)), True
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first pydantic error as ``key.path: message`` (the rest counted)."""
-    errors = exc.errors()
+def describe_validation_error(exc: ValidationError, *, root: str = "") -> str:
+    """The most helpful pydantic error as ``key.path: message`` (the rest counted).
+
+    An unknown key comes first, named with its closest known key: a misspelt required key also
+    reports the real one as missing, and "unknown key 'clas_table' (typo? did you mean
+    'class_table'?)" says what to fix where "required key is missing" does not. Pydantic's own
+    wording ("Value error, ...", "(top level)") never reaches the user. ``root`` prefixes the key
+    (a pipeline's stage name), or stands alone for an error of the whole model.
+    """
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
-    key = ".".join(str(part) for part in first["loc"])
-    message = first["msg"].removeprefix("Value error, ")
+    *parent, last = [str(part) for part in first["loc"]] or [""]
     if first["type"] == "extra_forbidden":
-        message = "unknown key (typo?)"
-    elif first["type"] == "missing":
-        message = "required key is missing"
+        missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"]]
+        close = difflib.get_close_matches(last, missing, n=1)
+        hint = f" did you mean {close[0]!r}?" if close else ""
+        key, message = (
+            ".".join([root, *parent] if root else parent),
+            f"unknown key {last!r} (typo?{hint})",
+        )
+        if close:  # the missing key is this typo's consequence, not another problem
+            errors = [
+                e for e in errors if not (e["type"] == "missing" and e["loc"][-1] == close[0])
+            ]
+    else:
+        key = ".".join(part for part in (root, *parent, last) if part)
+        message = _pydantic_message(first)
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return f"{key}: {message}{more}" if key else f"{message}{more}"
+
+
+def _pydantic_message(error: Any) -> str:
+    if error["type"] == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
 
 
 def _first_line(exc: Exception) -> str:

@@ -71,4 +71,4 @@ def resolve_settings(
         return model.model_validate(merged)
     except ValidationError as exc:
         where = (pipeline or {}).get("__file__", "settings")
-        raise CatalogError(f"{where}: {stage}.{describe_validation_error(exc)}") from exc
+        raise CatalogError(f"{where}: {describe_validation_error(exc, root=stage)}") from exc

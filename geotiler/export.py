@@ -3,8 +3,9 @@
 :func:`export_model` picks the format by the output's suffix (:data:`FORMATS`); an unknown suffix
 is an error, never a silent default. ONNX and TorchScript exports carry the same metadata as JSON
 (bands, their normalisation, the class table, the tile size, the model spec, the pretrained
-weights' record): in the ONNX model's ``metadata_props`` under ``geotiler``, in the TorchScript
-archive as the extra file ``geotiler.json``. ``geotiler predict --model`` reads all three.
+weights' record; for ``geotiler info`` the epoch, metrics and training settings): in the ONNX
+model's ``metadata_props`` under ``geotiler``, in the TorchScript archive as the extra file
+``geotiler.json``. ``geotiler predict --model`` reads all three.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ TORCHSCRIPT_META_FILE = "geotiler.json"
 ONNX_AXES = {0: "batch", 2: "height", 3: "width"}
 _META_KEYS = (
     "bands", "band_mean", "band_std", "band_low", "band_high", "num_classes", "tile_size",
-    "nodata", "model", "encoder_weights",
+    "nodata", "model", "encoder_weights", "epoch", "metrics", "best", "settings",
+    "geotiler_version",
 )  # fmt: skip
 
 

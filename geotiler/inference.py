@@ -2,8 +2,9 @@
 
 A checkpoint (``best.pt``), an exported ``model.onnx`` or ``model.ts`` (TorchScript) carries
 everything inference needs: band names and their normalisation, the class table and the tile size
-(see :mod:`geotiler.export`). :func:`load_predictor` picks the runtime: ``.onnx`` by suffix, a
-TorchScript archive by its content (whatever its suffix), anything else as a checkpoint, and for a
+(see :mod:`geotiler.export`). :func:`load_predictor` picks the runtime from the file's content
+(:func:`geotiler.model_files.model_format`, which refuses a raster or any other file given by
+mistake in one line), and for a
 checkpoint the member it predicts with: the network, the pixel baseline (:class:`PixelPredictor`)
 or their average (:class:`EnsemblePredictor`), as validation chose at training time unless
 ``use`` says otherwise. On CUDA the checkpoint path runs in channels-last layout under autocast.
@@ -15,9 +16,8 @@ import contextlib
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ import torch
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.export import META_KEY, TORCHSCRIPT_META_FILE, import_or_explain
+from geotiler.model_files import model_format
+
+if TYPE_CHECKING:
+    from geotiler.predict_array import ArrayPrediction
 
 PIXEL_TILE_PX = 256
 Member = Literal["auto", "network", "baseline", "ensemble"]
@@ -53,7 +57,31 @@ def resolve_device(device: str = "auto") -> torch.device:
     return chosen
 
 
-class _Normalised:
+class _InMemory:
+    """``predictor.predict(array)``: see :func:`geotiler.predict_array.predict_array`."""
+
+    def predict(self, data: Any, **options: Any) -> ArrayPrediction:
+        """Class ids and probabilities for an in-memory image (numpy or xarray, bands first).
+
+        Args:
+            data: ``(bands, rows, cols)`` values; a DataArray keeps its coordinates and CRS.
+            **options: ``bands``, ``nodata``, ``overlap``, ``batch_size``, ``tta`` of
+                :func:`geotiler.predict_array.predict_array`.
+
+        Returns:
+            ``classes`` (rows x cols class ids) and ``probabilities`` (one plane per class).
+
+        Examples:
+            >>> predictor = load_predictor("run/best.pt")
+            >>> result = predictor.predict(rioxarray.open_rasterio("scene.tif"))
+            >>> result.classes.plot()
+        """
+        from geotiler.predict_array import predict_array
+
+        return predict_array(self, data, **options)  # type: ignore[arg-type]
+
+
+class _Normalised(_InMemory):
     """Shared input contract: bands, normalisation, classes, tile size from checkpoint metadata."""
 
     def __init__(self, meta: dict[str, Any]) -> None:
@@ -155,14 +183,6 @@ def load_torchscript(path: Path, device: torch.device) -> TorchPredictor:
     return TorchPredictor(module, json.loads(files[TORCHSCRIPT_META_FILE]), device, amp=False)
 
 
-def is_torchscript(path: Path) -> bool:
-    """True for a TorchScript archive (a zip with compiled ``code/``), not a pickled checkpoint."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") for name in archive.namelist())
-
-
 class PixelPredictor(_Normalised):
     """The pixel baseline of a checkpoint: per-tile features of raw values, then LightGBM.
 
@@ -182,7 +202,7 @@ class PixelPredictor(_Normalised):
         return self.baseline.predict_proba(batch.astype(np.float32, copy=False))
 
 
-class EnsemblePredictor:
+class EnsemblePredictor(_InMemory):
     """The network's and the pixel baseline's probabilities, averaged with ``network_weight``.
 
     It slides the pixel predictor's (larger) windows: the network is fully convolutional, and
@@ -241,13 +261,14 @@ def load_predictor(
         from geotiler.train.run_state import check_finished
 
         check_finished(where)
-    if where.suffix == ".onnx":
+    kind = model_format(where)
+    if kind == "onnx":
         if not where.is_file():
             raise InputError(f"{where}: ONNX model not found")
         if use not in ("auto", "network"):
             raise InputError(f"{where}: an ONNX model holds a network only; drop --use {use}")
         return OnnxPredictor(where)
-    if where.suffix in (".ts", ".torchscript") or (where.is_file() and is_torchscript(where)):
+    if kind == "torchscript":
         if not where.is_file():
             raise InputError(f"{where}: TorchScript model not found (write one: geotiler export)")
         return load_torchscript(where, resolve_device(device))

@@ -15,9 +15,8 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from html import escape  # not xml.sax.saxutils: it imports urllib, http and ssl (0.1 s)
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from geotiler import limits, outputs
 from geotiler.catalog import ClassInfo, ClassTable
+from geotiler.creation_options import with_creation_options
 from geotiler.errors import InputError, RasterError
 from geotiler.outputs import Inputs, Kind
 
@@ -167,12 +167,25 @@ def _remove(path: Path) -> None:
 
 
 def write_class_metadata(path: PathLike, classes: ClassTable, *, band: int = 1) -> None:
-    """Give a written class raster its colour map, category names and class table tag."""
+    """Give a written class raster its colour map, category names and class table tag.
+
+    Inside the GeoTIFF (what any GDAL reader sees with no sidecar): the colour map, the
+    ``GEOTILER_CLASSES`` tag and one band metadata item ``CLASS_<id>=<name>`` per class, in
+    GDAL's metadata tag. GDAL keeps a GeoTIFF's category names (QGIS's legend) only in the
+    ``.aux.xml`` sidecar, and a raster attribute table likewise; rasterio cannot write a RAT, so
+    the category names go to the sidecar, merged into one that is already there.
+    """
     with rasterio.open(path, "r+") as dataset:
         dataset.write_colormap(band, _full_colormap(classes))
         dataset.update_tags(**{CLASSES_TAG: json.dumps(classes.model_dump(mode="json"))})
+        dataset.update_tags(band, **class_name_items(classes.names))
         dataset.set_band_description(band, f"classes: {classes.name}")
     _write_category_names(Path(path), classes.category_names(), band=band)
+
+
+def class_name_items(names: Mapping[int, str]) -> dict[str, str]:
+    """``{1: "Forest"}`` -> ``{"CLASS_1": "Forest"}``: band metadata items GDAL keeps inside."""
+    return {f"CLASS_{value}": name for value, name in sorted(names.items())}
 
 
 def _full_colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:
@@ -181,14 +194,40 @@ def _full_colormap(classes: ClassTable) -> dict[int, tuple[int, int, int, int]]:
 
 
 def _write_category_names(path: Path, names: list[str], *, band: int) -> None:
-    # GDAL keeps category names in the PAM sidecar for GeoTIFF; QGIS shows them as the legend.
-    categories = "".join(f"<Category>{escape(name, quote=False)}</Category>" for name in names)
+    """Category names into the PAM sidecar (QGIS shows them as the legend), keeping what else an
+    existing sidecar holds (statistics, other bands, metadata GDAL put there)."""
+    import xml.etree.ElementTree as ElementTree
+
     sidecar = path.with_name(path.name + ".aux.xml")
-    sidecar.write_text(
-        f'<PAMDataset><PAMRasterBand band="{band}"><CategoryNames>{categories}'
-        f"</CategoryNames></PAMRasterBand></PAMDataset>\n",
-        encoding="utf-8",
-    )
+    root = _read_sidecar(sidecar)
+    if root is None:
+        root = ElementTree.Element("PAMDataset")
+    element = next((e for e in root.findall("PAMRasterBand") if e.get("band") == str(band)), None)
+    if element is None:
+        element = ElementTree.SubElement(root, "PAMRasterBand", band=str(band))
+    for old in element.findall("CategoryNames"):
+        element.remove(old)
+    categories = ElementTree.SubElement(element, "CategoryNames")
+    for name in names:
+        ElementTree.SubElement(categories, "Category").text = name
+    text = ElementTree.tostring(root, encoding="unicode")
+    temporary = sidecar.with_name(f".{sidecar.name}.partial-{uuid.uuid4().hex[:8]}")
+    temporary.write_text(text + "\n", encoding="utf-8")
+    os.replace(temporary, sidecar)
+
+
+def _read_sidecar(sidecar: Path) -> Any:
+    """The sidecar's XML root, or None when there is none (or it is not XML GDAL could read)."""
+    import xml.etree.ElementTree as ElementTree
+
+    if not sidecar.is_file():
+        return None
+    try:
+        root = ElementTree.parse(sidecar).getroot()
+    except ElementTree.ParseError:
+        log.warning("%s: not readable XML; writing the category names afresh", sidecar)
+        return None
+    return root if root.tag == "PAMDataset" else None
 
 
 def read_class_table(dataset: Any, *, name: str | None = None) -> ClassTable | None:
@@ -203,7 +242,7 @@ def read_class_table(dataset: Any, *, name: str | None = None) -> ClassTable | N
         cmap = dataset.colormap(1)
     except ValueError:
         return None
-    names = _read_category_names(Path(dataset.name))
+    names = _read_category_names(Path(dataset.name)) or _band_class_names(dataset)
     nodata = None if dataset.nodata is None else int(dataset.nodata)
     classes = []
     for value, rgba in sorted(cmap.items()):
@@ -220,15 +259,19 @@ def read_class_table(dataset: Any, *, name: str | None = None) -> ClassTable | N
     return ClassTable(name=name or Path(dataset.name).stem, nodata=nodata, classes=tuple(classes))
 
 
-def _read_category_names(path: Path) -> list[str]:
-    import xml.etree.ElementTree as ElementTree
+def _band_class_names(dataset: Any) -> list[str]:
+    """Names from the ``CLASS_<id>`` band items (a copy that lost its sidecar still has them)."""
+    found = {
+        int(key[6:]): name
+        for key, name in dataset.tags(1).items()
+        if key.startswith("CLASS_") and key[6:].isdigit()
+    }
+    return [found.get(value, "") for value in range(max(found) + 1)] if found else []
 
-    sidecar = path.with_name(path.name + ".aux.xml")
-    if not sidecar.is_file():
-        return []
-    try:
-        root = ElementTree.parse(sidecar).getroot()
-    except ElementTree.ParseError:
+
+def _read_category_names(path: Path) -> list[str]:
+    root = _read_sidecar(path.with_name(path.name + ".aux.xml"))
+    if root is None:
         return []
     element = root.find("./PAMRasterBand/CategoryNames")
     return [] if element is None else [c.text or "" for c in element.findall("Category")]
@@ -247,26 +290,33 @@ def require_single_band_integer(dataset: Any, *, purpose: str) -> None:
         )
 
 
-def convert_to_cog(source: PathLike, target: PathLike, *, overview_resampling: str) -> None:
+def convert_to_cog(
+    source: PathLike,
+    target: PathLike,
+    *,
+    overview_resampling: str,
+    creation_options: Mapping[str, str] | None = None,
+) -> None:
     """Copy a finished GeoTIFF to a Cloud-Optimised GeoTIFF with overviews built by GDAL.
 
     Class rasters want ``overview_resampling="mode"``; the class metadata sidecar is copied along.
+    ``creation_options`` (the COG driver's, e.g. ``{"COMPRESS": "ZSTD"}``) override geotiler's.
     """
     from rasterio.shutil import copy as rio_copy
 
     with rasterio.open(source) as src:
-        predictor = 2 if src.dtypes[0] not in ("uint8", "int8", "float32", "float64") else 1
+        # the COG driver spells it YES/NO (GTiff's 2/1 warn "unexpected value" and are ignored)
+        integer = src.dtypes[0] not in ("uint8", "int8", "float32", "float64")
+        predictor = "YES" if integer else "NO"
+    defaults = {
+        "compress": "DEFLATE",
+        "predictor": predictor,
+        "overview_resampling": overview_resampling.upper(),
+        "num_threads": "ALL_CPUS",
+        "bigtiff": "IF_SAFER",
+    }
     # The COG driver carries the colour table, nodata and metadata tags over by itself.
-    rio_copy(
-        source,
-        target,
-        driver="COG",
-        compress="DEFLATE",
-        predictor=predictor,
-        overview_resampling=overview_resampling.upper(),
-        num_threads="ALL_CPUS",
-        bigtiff="IF_SAFER",
-    )
+    rio_copy(source, target, driver="COG", **with_creation_options(defaults, creation_options))
     names = _read_category_names(Path(source))
     if names:
         _write_category_names(Path(target), names, band=1)

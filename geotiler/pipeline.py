@@ -328,7 +328,7 @@ class _Predict(_Stage):
         predictor = load_predictor(checkpoint, device=settings.device)
         options = PredictOptions(
             overlap_px=settings.overlap, batch_size=settings.batch_size, tta=settings.tta,
-            cog=settings.cog, overwrite=True,
+            cog=settings.cog, creation_options=settings.creation_options, overwrite=True,
         )  # fmt: skip
         _, results = run_predict(
             [str(s) for s in scenes], output, predictor=predictor, classes=predictor.classes,

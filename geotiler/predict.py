@@ -17,18 +17,19 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from geotiler import StageModule
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
+from geotiler.creation_options import normalise_creation_options
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import check_output, open_raster
@@ -46,6 +47,14 @@ class PredictSettings(StageSettings):
     tta: bool = False
     cog: bool = False
     device: str = "auto"
+    creation_options: dict[str, str] = Field(
+        default_factory=dict, description="GDAL creation options of every output (--co)"
+    )
+
+    @field_validator("creation_options", mode="before")
+    @classmethod
+    def _gdal_names(cls, value: Any) -> dict[str, str]:
+        return normalise_creation_options(value)
 
 
 class Predictor(Protocol):
@@ -152,6 +161,9 @@ def predict_scene(
     confidence: str | PathLike[str] | None = None,
     probabilities: str | PathLike[str] | None = None,
     cog: bool = False,
+    creation_options: Mapping[str, str] | None = None,
+    src_nodata: float | None = None,
+    dst_nodata: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> PredictResult:
@@ -167,9 +179,13 @@ def predict_scene(
     into a listed class); so is a pixel whose top probability is below ``min_confidence``. Nodata
     pixels of the scene (every band nodata) are nodata in the map. The scene's bands are matched
     to the model's by name (the file's band descriptions, or ``bands``) and reordered; unnamed
-    bands are taken in order.
+    bands are taken in order; ``bands`` of 1-based numbers picks the file's bands by position, in
+    the model's band order. ``src_nodata`` overrides the scenes' nodata value (a pixel equal to
+    it in any band is nodata); ``dst_nodata`` is the map's (default: the class table's, or 255).
+    ``creation_options`` (GDAL's, e.g. ``{"COMPRESS": "LZW"}``; the COG driver's with ``cog``)
+    override geotiler's for every output.
     """
-    from geotiler.predict_engine import Engine, Outputs
+    from geotiler.predict_engine import Engine, Outputs, check_output_options
 
     started = time.perf_counter()
     paths = [scene] if isinstance(scene, str | PathLike) else list(scene)
@@ -181,6 +197,8 @@ def predict_scene(
     if min_confidence is not None and not 0 <= min_confidence <= 1:
         raise InputError(f"--min-confidence must be within 0..1, got {min_confidence}")
     check_distinct({"-o": output, "--confidence": confidence, "--probabilities": probabilities})
+    targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
+    check_output_options(creation_options, targets, cog=cog, classes=len(chosen))
     for path in (output, confidence, probabilities):
         if path is not None:
             check_output(
@@ -194,12 +212,17 @@ def predict_scene(
             _season(stack, path, cloud, predictor, bands, detect_clouds)
             for path, cloud in zip(paths, cloud_paths, strict=True)
         ]
+        for season in seasons:
+            season.nodata = src_nodata
         grid = _common_grid(seasons)
         check_predict_memory(
             str(paths[0]), cols=grid.cols, bands=len(predictor.bands) * len(seasons),
             classes=predictor.num_classes, tile_px=predictor.tile_size, batch=batch_size, tta=tta,
         )  # fmt: skip
-        outputs = Outputs(grid, classes, chosen, output, confidence, probabilities, cog, overwrite)
+        outputs = Outputs(
+            grid, classes, chosen, output, confidence, probabilities, cog, overwrite,
+            creation_options=creation_options, nodata=dst_nodata,
+        )  # fmt: skip
         with outputs:
             engine = Engine(seasons, predictor, chosen, overlap_px, batch_size, tta, outputs)
             engine.select(keep=keep, min_confidence=min_confidence)
@@ -283,6 +306,8 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
         InputError: ``bands`` of the wrong length, a model band the scene lacks, or unnamed bands
             of another count.
     """
+    if bands is not None and all(str(b).strip().isdigit() for b in bands):
+        return _by_number(dataset, predictor, [int(b) for b in bands])
     if bands is not None and len(bands) != dataset.count:
         raise InputError(
             f"{dataset.name}: --bands names {len(bands)} bands but the scene has {dataset.count}"
@@ -306,6 +331,23 @@ def band_order(dataset: Any, predictor: Predictor, bands: Sequence[str] | None) 
             f"{len(wanted)} ({', '.join(wanted)}); name them with --bands to pick by name"
         )
     return list(range(1, dataset.count + 1))
+
+
+def _by_number(dataset: Any, predictor: Predictor, numbers: list[int]) -> list[int]:
+    """``--bands 4,3,2``: the file's bands by 1-based number, one per model band, in its order."""
+    wanted = list(predictor.bands)
+    if len(numbers) != len(wanted):
+        raise InputError(
+            f"{dataset.name}: --bands gives {len(numbers)} band numbers but the model takes "
+            f"{len(wanted)} bands ({', '.join(wanted)}): give one number per model band, in "
+            "that order"
+        )
+    outside = [n for n in numbers if not 1 <= n <= dataset.count]
+    if outside:
+        raise InputError(
+            f"{dataset.name}: --bands {outside[0]}: the scene has bands 1..{dataset.count}"
+        )
+    return numbers
 
 
 # geotiler.predict(...) calls the API function (see geotiler.StageModule).

@@ -10,7 +10,7 @@ April is so mapped from August; a pixel clear in no season is nodata, never a la
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -21,6 +21,8 @@ import rasterio
 from rasterio.windows import Window
 
 from geotiler.catalog import ClassTable
+from geotiler.creation_options import check_creation_options, with_creation_options
+from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import atomic_output, convert_to_cog, geotiff_profile, write_class_metadata
 from geotiler.outputs import output_tag
@@ -36,6 +38,8 @@ from geotiler.tiles.read import CLOUD_VALUES, spectral_clouds
 BLOCK_PX = 256
 CONFIDENCE_NODATA = -1.0
 PROBABILITY_NODATA = 255
+PROBABILITY_SCALE = 254
+"""Probabilities are stored as round(p * 254) in uint8 (255 = nodata); the band scale undoes it."""
 
 
 @dataclass
@@ -47,6 +51,8 @@ class Season:
     order: list[int]
     clouds: Any | None = None
     visible: tuple[int, int, int] | None = None
+    nodata: float | None = None
+    """The scene's nodata value when the file's is overridden (``--src-nodata``)."""
     cloud_brightness: float = 3000.0
     cloud_whiteness: float = 0.2
 
@@ -117,8 +123,12 @@ class Engine:
         height = min(self.tile, self.rows)
         window = Window(0, y0, self.cols, height)
         dataset = season.dataset
-        image = dataset.read(season.order, window=window).astype(np.float32)
-        valid = (dataset.read_masks(season.order, window=window) > 0).all(axis=0)
+        raw = dataset.read(season.order, window=window)
+        if season.nodata is not None:
+            valid = (raw != season.nodata).all(axis=0)
+        else:
+            valid = (dataset.read_masks(season.order, window=window) > 0).all(axis=0)
+        image = raw.astype(np.float32)
         clear = valid.copy()
         if season.clouds is not None:
             clear &= ~np.isin(season.clouds.read(1, window=window), CLOUD_VALUES)
@@ -175,6 +185,57 @@ class Engine:
         self.outputs.write(labels, probs, valid)
 
 
+def map_nodata(classes: ClassTable, chosen: np.ndarray, nodata: int | None) -> int:
+    """The map's nodata value: ``nodata`` (``--dst-nodata``), else the class table's, else 255.
+
+    Raises:
+        InputError: ``nodata`` outside 0..255 or a class the map may hold.
+    """
+    if nodata is None:
+        return classes.nodata if classes.nodata is not None else 255
+    if not 0 <= nodata <= 255:
+        raise InputError(f"--dst-nodata {nodata}: the map is uint8; choose a value in 0..255")
+    if nodata in {int(c) for c in chosen}:
+        name = classes.names.get(int(nodata), "")
+        raise InputError(
+            f"--dst-nodata {nodata}: is the class {name or nodata} of the model; choose a value "
+            "no class uses (e.g. 255)"
+        )
+    return int(nodata)
+
+
+def output_profile(key: str, nodata: int, classes: int) -> dict[str, Any]:
+    """geotiler's GeoTIFF profile of the ``labels``, ``confidence`` or ``probabilities`` output."""
+    if key == "labels":
+        return geotiff_profile(dtype="uint8", nodata=nodata, block_px=BLOCK_PX)
+    if key == "confidence":
+        return geotiff_profile(dtype="float32", nodata=CONFIDENCE_NODATA, block_px=BLOCK_PX)
+    return geotiff_profile(
+        dtype="uint8", count=classes, nodata=PROBABILITY_NODATA, block_px=BLOCK_PX
+    )
+
+
+def check_output_options(
+    creation_options: Mapping[str, str] | None,
+    targets: Mapping[str, str | PathLike[str] | None],
+    *,
+    cog: bool,
+    classes: int,
+) -> None:
+    """Have GDAL judge ``--co`` for each output to write (``labels``, ``confidence``...).
+
+    Raises:
+        InputError: the first output and option GDAL refuses.
+    """
+    if not creation_options:
+        return
+    for key, target in targets.items():
+        if target is None:
+            continue
+        profile = output_profile(key, 0, classes)
+        check_creation_options(creation_options, profile, cog=cog, output=target)
+
+
 class Outputs:
     """The output rasters, written atomically, in whole blocks of rows."""
 
@@ -188,9 +249,12 @@ class Outputs:
         probabilities: str | PathLike[str] | None,
         cog: bool,
         overwrite: bool,
+        creation_options: Mapping[str, str] | None = None,
+        nodata: int | None = None,
     ) -> None:
         self.grid, self.classes, self.chosen = grid, classes, chosen
-        self.nodata = classes.nodata if classes.nodata is not None else 255
+        self.creation_options = dict(creation_options or {})
+        self.nodata = map_nodata(classes, chosen, nodata)
         self.targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
         self.cog, self.overwrite = cog, overwrite
         self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -230,14 +294,9 @@ class Outputs:
             "crs": self.grid.crs,
             "transform": self.grid.transform,
         }
-        if key == "labels":
-            profile = geotiff_profile(dtype="uint8", nodata=self.nodata, block_px=BLOCK_PX)
-        elif key == "confidence":
-            profile = geotiff_profile(dtype="float32", nodata=CONFIDENCE_NODATA, block_px=BLOCK_PX)
-        else:
-            profile = geotiff_profile(
-                dtype="uint8", count=len(self.chosen), nodata=PROBABILITY_NODATA, block_px=BLOCK_PX
-            )
+        profile = output_profile(key, self.nodata, len(self.chosen))
+        if not self.cog:  # with --cog the options go to the COG copy (see _finish)
+            profile = with_creation_options(profile, self.creation_options)
         return {**profile, **common}
 
     def write(self, labels: np.ndarray, probs: np.ndarray, valid: np.ndarray) -> None:
@@ -260,7 +319,7 @@ class Outputs:
             conf[~valid[:take]] = CONFIDENCE_NODATA
             self.files["confidence"].write(conf, 1, window=window)
         if "probabilities" in self.files:
-            scaled = np.rint(probs[:, :take] * 254).astype(np.uint8)
+            scaled = np.rint(probs[:, :take] * PROBABILITY_SCALE).astype(np.uint8)
             scaled[:, ~valid[:take]] = PROBABILITY_NODATA
             self.files["probabilities"].write(scaled, window=window)
         self.row += take
@@ -270,14 +329,20 @@ class Outputs:
         write_class_metadata(self.paths["labels"], self.classes)
         if "probabilities" in self.paths:
             with rasterio.open(self.paths["probabilities"], "r+") as dataset:
+                # GDAL's band scale: readers that apply it (QGIS, rioxarray) get 0..1 directly.
+                dataset.scales = [1 / PROBABILITY_SCALE] * len(self.chosen)
+                dataset.offsets = [0.0] * len(self.chosen)
                 for band, class_id in enumerate(self.chosen, start=1):
                     dataset.set_band_description(band, self.classes.names[int(class_id)])
-                dataset.update_tags(SCALE="probability = value / 254")
+                    dataset.update_tags(band, CLASS_ID=str(int(class_id)))
         if self.cog:
             for key, path in self.paths.items():
                 cog_path = path.with_name(path.name + ".cog")
                 convert_to_cog(
-                    path, cog_path, overview_resampling="mode" if key == "labels" else "average"
+                    path,
+                    cog_path,
+                    overview_resampling="mode" if key == "labels" else "average",
+                    creation_options=self.creation_options,
                 )
                 path.unlink()
                 cog_path.rename(path)

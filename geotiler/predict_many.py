@@ -8,11 +8,13 @@ rasters, when asked for, go to their own folders under the same names.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
@@ -24,6 +26,7 @@ from geotiler.predict import (
     count_tiles,
     predict_scene,
 )
+from geotiler.predict_engine import check_output_options, map_nodata
 from geotiler.progress import ProgressFactory, no_progress
 from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
 
@@ -125,6 +128,9 @@ class PredictOptions:
     detect_clouds: bool = False
     tta: bool = False
     cog: bool = False
+    creation_options: Mapping[str, str] | None = None
+    src_nodata: float | None = None
+    dst_nodata: int | None = None
     overwrite: bool = False
 
 
@@ -157,6 +163,12 @@ def run_predict(
             for job in jobs
         ]
     check_overlap(predictor.tile_size, options.overlap_px)  # before a progress bar draws
+    targets = {"labels": output, "confidence": confidence, "probabilities": probabilities}
+    check_output_options(
+        options.creation_options, targets, cog=options.cog, classes=predictor.num_classes
+    )
+    if options.dst_nodata is not None:
+        map_nodata(classes, np.array(classes.ids), options.dst_nodata)
     total = count_job_tiles(jobs, predictor.tile_size, options.overlap_px)
     with (progress or no_progress)("predict", total, "tiles") as advance:
         if mode == "fuse":

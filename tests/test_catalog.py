@@ -75,7 +75,7 @@ def _broken(tmp_path: Path, edit) -> Path:
     [
         (
             lambda d: d["datasets"]["demo"].update(clas_table="x"),
-            r"datasets\.demo\.clas_table: unknown key",
+            r"datasets\.demo: unknown key 'clas_table'",
         ),
         (lambda d: d["datasets"]["demo"].update(class_table="nope"), r"unknown table 'nope'"),
         (lambda d: d.update(default_dataset="moon"), r"default_dataset 'moon'"),
@@ -94,6 +94,31 @@ def test_validation_errors_name_file_and_key(tmp_path: Path, edit, message: str)
     with pytest.raises(CatalogError, match=message) as info:
         Catalog.load(path)
     assert str(path) in str(info.value)
+
+
+def test_a_misspelt_required_key_is_named_not_hidden(tmp_path: Path) -> None:
+    # The typo also leaves class_table missing; the message must name the typo and its fix, not
+    # "required key is missing (and 1 more problem(s))".
+    def misspell(data: dict) -> None:
+        data["datasets"]["demo"]["clas_table"] = data["datasets"]["demo"].pop("class_table")
+
+    with pytest.raises(CatalogError) as info:
+        Catalog.load(_broken(tmp_path, misspell))
+    message = str(info.value)
+    assert "datasets.demo: unknown key 'clas_table' (typo? did you mean 'class_table'?)" in message
+    assert "missing" not in message and "more problem" not in message
+
+
+def test_settings_errors_carry_no_pydantic_wording(tmp_path: Path) -> None:
+    from geotiler.tiles.settings import TileSettings
+
+    pipeline_file = tmp_path / "p.yaml"
+    pipeline_file.write_text("tile: {size: 64, overlap: 64}\n")
+    with pytest.raises(CatalogError) as info:
+        resolve_settings(TileSettings, stage="tile", pipeline=load_pipeline(pipeline_file))
+    message = str(info.value)
+    assert message.endswith("p.yaml: tile: overlap 64 must be smaller than size 64")
+    assert "Value error" not in message and "top level" not in message
 
 
 def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
@@ -141,7 +166,7 @@ def test_settings_precedence_cli_over_pipeline_over_dataset(tmp_path: Path) -> N
 def test_pipeline_errors_name_file_and_key(tmp_path: Path) -> None:
     pipeline_file = tmp_path / "p.yaml"
     pipeline_file.write_text("tile: {sise: 256}\n")
-    with pytest.raises(CatalogError, match=r"p\.yaml: tile\.sise: unknown key"):
+    with pytest.raises(CatalogError, match=r"p\.yaml: tile: unknown key 'sise'"):
         resolve_settings(_Demo, stage="tile", pipeline=load_pipeline(pipeline_file))
     pipeline_file.write_text("tiles: {}\n")
     with pytest.raises(CatalogError, match="tiles: unknown pipeline section"):

@@ -64,6 +64,15 @@ def test_bad_option_exits_2(runner, write_raster) -> None:
     assert result.exit_code == 2
 
 
+@pytest.mark.parametrize("command", ["tile", "filter"])
+def test_short_f_is_not_filter(runner, tmp_path, command) -> None:
+    # In rio, -f is the output format: geotiler leaves it free rather than mean --filter.
+    result = runner.invoke(app, [command, str(tmp_path / "tiles.zarr"), "-f", "nodata"])
+    assert result.exit_code == 2 and "No such option: -f" in result.output
+    help_text = runner.invoke(app, [command, "--help"], terminal_width=200).output
+    assert "--filter" in help_text and "-f," not in help_text
+
+
 def _text(path: Path) -> Path:
     path.write_text("hello")
     return path

@@ -142,7 +142,7 @@ def test_unknown_export_format_is_an_error_not_onnx(
     (tmp_path / "bad.ts").write_bytes(b"not a model")
     args = ["predict", "x.tif", "-o", str(tmp_path / "m.tif"), "-m", str(tmp_path / "bad.ts")]
     bad = runner.invoke(app, args)
-    assert bad.exit_code == 1 and "not a readable TorchScript model" in bad.output
+    assert bad.exit_code == 1 and "bad.ts: is a text file, not a model" in bad.output
 
 
 @pytest.mark.slow

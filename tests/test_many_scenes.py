@@ -351,3 +351,15 @@ def test_run_landcover_ai_pipeline_on_a_generated_folder(landcover_ai: Path, run
     assert {p.stem for p in (work / "landcover").glob("*.tif")} == held_out
     metrics = json.loads((work / "report" / "metrics.json").read_text())
     assert metrics["pairs"] == len(held_out)
+
+
+def test_a_mask_given_as_a_second_image_is_one_line_asking_for_mask(runner, tmp_path) -> None:
+    rng = np.random.default_rng(7)
+    labels = _labels(rng, 32, 32, 2)
+    write_geotiff(tmp_path / "scene.tif", _image(rng, labels))
+    write_geotiff(tmp_path / "mask.tif", labels)
+    out = tmp_path / "t.zarr"
+    result = _tile(runner, str(tmp_path / "scene.tif"), str(tmp_path / "mask.tif"), "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert "no mask to label the tiles with; pass --mask" in result.output
+    assert "Traceback" not in result.output and not out.exists()

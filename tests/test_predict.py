@@ -184,11 +184,12 @@ def test_bad_inputs(write_raster, tmp_path) -> None:
     ]
 
 
-def test_cog_output_has_overviews(write_raster, tmp_path) -> None:
+def test_cog_output_has_overviews(write_raster, tmp_path, caplog) -> None:
     rng = np.random.default_rng(0)
     scene = write_raster("big.tif", rng.integers(1, 500, (3, 600, 600)).astype(np.uint16), nodata=0)
     out = tmp_path / "cog.tif"
     predict_scene(scene, out, predictor=PixelModel(), classes=CLASSES, cog=True)
+    assert "unexpected value" not in caplog.text  # every creation option GDAL takes as given
     with rasterio.open(out) as dataset:
         assert dataset.overviews(1)
         assert dataset.colormap(1)[3][:3] == (120, 32, 32)

@@ -78,11 +78,6 @@ def _inputs(root: Path) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="QUARANTINED (see the closing note): "
-    "failed after merging the recipe and pixel-baseline tour lines",
-)
 @pytest.mark.slow
 def test_every_readme_tour_command_runs(runner, tmp_path: Path, monkeypatch) -> None:
     catalog, _ = tiny_world(tmp_path)
@@ -122,8 +117,13 @@ def _run(runner, line: str, root: Path, env: dict[str, str]) -> None:
         assert argv[0] == "geotiler", line
         if argv[1] == "train" and not {"--epochs", "--time", "--resume"} & set(argv):
             argv += ["--epochs", "1"]  # a bare train plans a CPU-sized budget: minutes
-        if "-o" in argv:  # the lines are alternatives: several write tiles.zarr or map.tif
+        # the lines are alternatives: several write tiles.zarr, map.tif or the default run folder
+        written = None
+        if "-o" in argv:
             written = root / argv[argv.index("-o") + 1]
+        elif argv[1] == "train" and "--resume" not in argv:
+            written = root / "work" / "demo" / "run"
+        if written is not None:
             if written.is_dir():
                 shutil.rmtree(written)
             written.unlink(missing_ok=True)

@@ -25,6 +25,20 @@ class _Group(TyperGroup):
     file-system failures are one line too (see :mod:`geotiler.cli.failures`).
     """
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None and ("--help" in rest or (not rest and command.no_args_is_help)):
+            from geotiler.cli.help import polish
+
+            polish(command, name or "", ctx)
+        return name, command, rest
+
+    def get_help(self, ctx: Any) -> str:
+        from geotiler.cli.help import polish
+
+        polish(self, "", ctx)
+        return str(super().get_help(ctx))
+
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context
         from geotiler.cli import failures
 
@@ -47,10 +61,15 @@ class _Group(TyperGroup):
 
 
 def _say(label: str, message: str) -> None:
+    from rich.markup import escape
+
     from geotiler.cli.console import err_console
 
     colour = "yellow" if label == "interrupted" else "red"
-    err_console.print(f"[bold {colour}]{label}:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: "pip install 'geotiler[onnx]'" must not lose "[onnx]" as if it were markup.
+    err_console.print(
+        f"[bold {colour}]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True
+    )
 
 
 app = typer.Typer(
@@ -82,7 +101,7 @@ def _root(
         raise typer.Exit(0)
 
 
-_NOT_COMMANDS = {"console", "failures", "options"}
+_NOT_COMMANDS = {"console", "failures", "help", "options"}
 
 
 def _register() -> None:

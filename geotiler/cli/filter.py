@@ -63,6 +63,7 @@ def filter_(
     [bold]geotiler filter work/demo/tiles.zarr --balance median --split block:0.7,0.2,0.1[/].
     """
     from geotiler.tiles.decisions import export_index, refilter
+    from geotiler.tiles.footprints import check_index_path
     from geotiler.tiles.settings import TileSettings
     from geotiler.tiles.store import check_store
 
@@ -80,6 +81,8 @@ def filter_(
         TileSettings, stage="tile", cli=cli, pipeline=_decisions_only(pipeline),
         dataset_defaults=current,
     )  # fmt: skip
+    if index is not None:
+        check_index_path(index)  # before the store's decisions change
     result = refilter(target, settings.decisions())
     if index is not None:
         export_index(result, index)

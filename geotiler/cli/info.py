@@ -1,4 +1,4 @@
-"""``geotiler info``: what a raster (later: a tile store or checkpoint) holds."""
+"""``geotiler info``: what a raster, a tile store or a model file holds."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ from geotiler.cli.options import QuietOption
 
 if TYPE_CHECKING:
     from geotiler.info import RasterInfo
+    from geotiler.model_files import ModelInfo
 
 
 @app.command()
 def info(
-    path: Annotated[Path, typer.Argument(help="A raster file or a tile store.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A raster, a tile store or a model (.pt, TorchScript .ts, .onnx)."),
+    ],
     sample_px: Annotated[
         int, typer.Option(help="Pixels sampled for the class histogram of large rasters.")
     ] = 4_000_000,
@@ -31,9 +35,11 @@ def info(
 
     A tile store is checked as it opens (every shard there, its index intact); --verify also
     reads every tile and checks its class counts and band sums against the store's index.
+    A model (a checkpoint, or a TorchScript or ONNX export) shows its architecture, bands,
+    classes, tile size, metrics and training settings.
 
     Example: [bold]geotiler info work/demo/data/mask_1m.tif[/], [bold]geotiler info
-    work/demo/tiles.zarr --verify[/]
+    work/demo/tiles.zarr --verify[/], [bold]geotiler info work/demo/run/best.pt[/]
     """
     if path.is_dir() and (path / "zarr.json").is_file():
         from geotiler.cli.tile import print_store_summary
@@ -45,6 +51,13 @@ def info(
             print_store_summary(store.attrs)
         if verify:
             _verify(path, len(store), quiet=quiet)
+        return
+    from geotiler.model_files import describe_model, looks_like_model
+
+    if path.is_file() and looks_like_model(path):
+        model = describe_model(path)
+        if not quiet:
+            _print_model(model)
         return
     from geotiler.info import raster_info
 
@@ -90,3 +103,32 @@ def _print_raster(details: RasterInfo) -> None:
             name = details.class_names.get(pixel_value, "")
             hist.add_row(str(pixel_value), name, f"{count:,}", f"{100 * count / total:.2f}%")
         console.print(hist)
+
+
+def _print_model(model: ModelInfo) -> None:
+    table = Table(title=str(model.path), show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in model.rows():
+        table.add_row(key, value)
+    console.print(table)
+    if model.classes:
+        iou = model.class_iou()
+        classes = Table(title="classes", title_justify="left")
+        classes.add_column("id", justify="right")
+        classes.add_column("name")
+        if iou:
+            classes.add_column("val IoU (best epoch)", justify="right")
+        for class_id, name in sorted(model.classes.items()):
+            score = [f"{iou[class_id]:.3f}" if class_id in iou else ""] if iou else []
+            classes.add_row(str(class_id), name, *score)
+        console.print(classes)
+    settings = model.settings()
+    if settings:
+        shown = Table(title="training settings", show_header=False, title_justify="left")
+        shown.add_column("key", style="bold")
+        shown.add_column("value")
+        for key, value in sorted(settings.items()):
+            if value is not None and value != [] and value != {}:
+                shown.add_row(key, str(value))
+        console.print(shown)

@@ -65,3 +65,22 @@ def resolve_settings(model: type[Settings], **options: Any) -> Settings:
     from geotiler.config import resolve_settings as resolve
 
     return resolve(model, **options)
+
+
+CreationOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--co",
+        metavar="NAME=VALUE",
+        help="GDAL creation option of the GeoTIFF outputs, as rio and gdal_translate take it "
+        "(e.g. --co COMPRESS=LZW --co BLOCKXSIZE=256); overrides geotiler's defaults; with "
+        "--cog, the COG driver's options. Repeatable.",
+    ),
+]
+
+
+def creation_options(values: list[str] | None) -> dict[str, str] | None:
+    """``--co`` values as the dict the writers take (None when none given)."""
+    from geotiler.creation_options import parse_creation_options
+
+    return parse_creation_options(values) or None

@@ -13,9 +13,11 @@ from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
     CatalogOption,
     ConfigOption,
+    CreationOption,
     DatasetOption,
     OverwriteOption,
     QuietOption,
+    creation_options,
     load_catalog,
     load_pipeline,
     resolve_settings,
@@ -70,8 +72,21 @@ def predict(
         str | None,
         typer.Option(
             help="Names of the scene's bands in file order (comma-separated), when the file does "
-            "not name them; bands are matched to the model's by name."
+            "not name them; bands are matched to the model's by name. Or 1-based band numbers, "
+            "one per model band in its order (e.g. 4,3,2,8), to pick the file's bands by "
+            "position."
         ),
+    ] = None,
+    src_nodata: Annotated[
+        float | None,
+        typer.Option(
+            help="The scenes' nodata value, overriding the files' (a pixel with it in any band "
+            "is nodata in the map)."
+        ),
+    ] = None,
+    dst_nodata: Annotated[
+        int | None,
+        typer.Option(help="The map's nodata value (default: the class table's, or 255)."),
     ] = None,
     confidence: Annotated[
         Path | None, typer.Option(help="Also write the max probability (float32 GeoTIFF).")
@@ -106,6 +121,7 @@ def predict(
     ] = "auto",
     tta: Annotated[bool | None, typer.Option("--tta", help="D4 test-time augmentation.")] = None,
     cog: Annotated[bool | None, typer.Option("--cog", help="Cloud-Optimised GeoTIFF.")] = None,
+    co: CreationOption = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     allow_unfinished: Annotated[
         bool,
@@ -146,6 +162,7 @@ def predict(
             "tta": tta,
             "cog": cog,
             "device": device,
+            "creation_options": creation_options(co),
         },
         pipeline=load_pipeline(config),
     )
@@ -182,6 +199,9 @@ def predict(
         detect_clouds=detect_clouds,
         tta=settings.tta,
         cog=settings.cog,
+        creation_options=settings.creation_options,
+        src_nodata=src_nodata,
+        dst_nodata=dst_nodata,
         overwrite=overwrite,
     )
     mode, results = run_predict(

@@ -13,10 +13,12 @@ from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
     CatalogOption,
     ConfigOption,
+    CreationOption,
     DatasetOption,
     OverwriteOption,
     QuietOption,
     SchedulerOption,
+    creation_options,
     load_catalog,
     load_pipeline,
     resolve_settings,
@@ -25,7 +27,7 @@ from geotiler.errors import CatalogError
 
 if TYPE_CHECKING:
     from geotiler.catalog import Catalog, ClassTable
-    from geotiler.rescale import RescaleResult
+    from geotiler.rescale import RescaleResult, RescaleSettings
 
 METHODS_HELP = "near, mode or weighted-mode (mode with per-class weights); default: mode."
 MethodName = Literal["near", "mode", "weighted-mode"]
@@ -61,6 +63,15 @@ def rescale(
     cog: Annotated[
         bool | None, typer.Option("--cog/--no-cog", help="Write a Cloud Optimized GeoTIFF.")
     ] = None,
+    src_nodata: Annotated[
+        float | None,
+        typer.Option(help="The mask's nodata value, overriding the file's and the class table's."),
+    ] = None,
+    dst_nodata: Annotated[
+        float | None,
+        typer.Option(help="The output's nodata value (default: the mask's); no class's value."),
+    ] = None,
+    co: CreationOption = None,
     memory_mb: Annotated[
         int | None, typer.Option(min=16, help="Source megabytes in flight at once (default: 256).")
     ] = None,
@@ -98,6 +109,8 @@ def rescale(
         "method": method, "factor": factor, "resolution": resolution, "cog": cog,
         "memory_mb": memory_mb, "workers": workers, "scheduler": scheduler,
         "class_weights": parse_class_weights(class_weight),
+        "creation_options": creation_options(co),
+        "src_nodata": src_nodata, "dst_nodata": dst_nodata,
     }  # fmt: skip
     settings = resolve_settings(RescaleSettings, stage="rescale", cli=cli, pipeline=pipeline)
     cat = load_catalog(catalog)
@@ -110,6 +123,7 @@ def rescale(
     )
     out = output or cat.output_path("rescale", name)
     check_output(out, overwrite=overwrite, kind="geotiff", inputs=[source])
+    _check_creation_options(source, settings, out)
     with progress_bar("rescaling", source_grid.rows, unit="source rows", quiet=quiet) as advance:
         result = rescale_with_settings(
             source, target, out, settings, classes=table, overwrite=overwrite, progress=advance
@@ -137,6 +151,20 @@ def parse_class_weights(values: list[str] | None) -> dict[str, float] | None:
             )
         weights[key.strip()] = weight
     return weights
+
+
+def _check_creation_options(source: Path, settings: RescaleSettings, out: Path) -> None:
+    """Bad ``--co`` is refused before the progress bar draws."""
+    from geotiler.creation_options import check_creation_options
+    from geotiler.io import open_raster
+    from geotiler.rescale.run import writing_profile
+
+    if not settings.creation_options:
+        return
+    with open_raster(source) as dataset:
+        dtype = dataset.dtypes[0]
+    profile = writing_profile(dtype, None, compress=settings.compress, block_px=settings.block_px)
+    check_creation_options(settings.creation_options, profile, cog=settings.cog, output=out)
 
 
 def _source(

@@ -31,7 +31,6 @@ FilterOption = Annotated[
     list[str] | None,
     typer.Option(
         "--filter",
-        "-f",
         help="Drop tiles: nodata[:max_fraction], water-only[:min_fraction], "
         "cloud[:max_fraction], dominant[:max_fraction]. Repeatable.",
     ),
@@ -155,6 +154,7 @@ def tile(
     [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/].
     """
     from geotiler.tiles.decisions import export_index
+    from geotiler.tiles.footprints import check_index_path
     from geotiler.tiles.run import run_tile
     from geotiler.tiles.settings import TileSettings
 
@@ -170,6 +170,8 @@ def tile(
         "skip_bad": skip_bad,
     }  # fmt: skip
     settings = resolve_settings(TileSettings, stage="tile", cli=cli, pipeline=pipeline)
+    if index is not None:
+        check_index_path(index)  # before the tiling, not after
     store = run_tile(
         load_catalog(catalog), name, settings, images=images or (), masks=masks or (),
         clouds=clouds or (), unpaired=unpaired,  # type: ignore[arg-type]

@@ -69,8 +69,26 @@ def train(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Tiles per batch.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (peak for onecycle).")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="none, plateau, step, cosine or onecycle.")
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--lr-schedule",
+            help="Learning-rate schedule: none, plateau, step, cosine or onecycle.",
+        ),
+    ] = None,
+    gamma: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="step/plateau schedules: multiply the rate by this."),
+    ] = None,
+    step_size: Annotated[
+        int | None, typer.Option(min=1, help="step schedule: epochs between decays.")
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="plateau schedule: epochs without a better val mIoU before the rate decays.",
+        ),
     ] = None,
     early_stopping: Annotated[
         int | None, typer.Option(min=0, help="Stop after N epochs without a better val mIoU.")
@@ -148,17 +166,19 @@ def train(
     same validation pixels; best.pt predicts with the network, the baseline or their average,
     whichever scored best (metrics.json has all three).
 
-    Examples: [bold]geotiler train[/] (the default dataset, the recipe's choices),
-    [bold]geotiler train tiles.zarr --time 10m[/],
-    [bold]geotiler train --model pixel-gbm[/] (the baseline alone is the model),
-    [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/],
-    [bold]geotiler train -m segformer-b0 --encoder-weights mit-b0/model.safetensors
-    --freeze-encoder 2 --encoder-lr-scale 0.1[/],
-    [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP),
-    [bold]geotiler train --resume work/demo/run --epochs 20[/],
-    [bold]geotiler train --corrections corrections.gpkg --resume work/demo/run --epochs 3[/]
-    (adds the corrected tiles to the store, fine-tunes a copy of the run in RUN-corrected,
-    predicts the scene again and compares the scores before and after).
+    \b
+    Examples:
+      [bold]geotiler train[/] (the default dataset, the recipe's choices)
+      [bold]geotiler train tiles.zarr --time 10m[/]
+      [bold]geotiler train --model pixel-gbm[/] (the baseline alone is the model)
+      [bold]geotiler train --model unet-resnet34 --loss ce+dice --epochs 40[/]
+      [bold]geotiler train -m segformer-b0 --encoder-weights b0.safetensors --freeze-encoder 2[/]
+      [bold]torchrun --nproc_per_node 2 -m geotiler train[/] (DDP)
+      [bold]geotiler train --resume work/demo/run --epochs 20[/]
+      [bold]geotiler train --corrections corrections.gpkg --resume work/demo/run --epochs 3[/]
+
+    The last adds the corrected tiles to the store, fine-tunes a copy of the run in
+    RUN-corrected, predicts the scene again and compares the scores before and after.
     """
     from geotiler.train.checkpoint import read_checkpoint
     from geotiler.train.distributed import is_main_process
@@ -167,7 +187,8 @@ def train(
 
     cli = {
         "model": model, "epochs": epochs, "loss": loss, "batch_size": batch_size, "lr": lr,
-        "optimizer": optimizer, "scheduler": scheduler, "early_stopping": early_stopping,
+        "optimizer": optimizer, "lr_schedule": lr_schedule, "gamma": gamma,
+        "step_size": step_size, "patience": patience, "early_stopping": early_stopping,
         "class_weights": class_weights, "balance": balance, "augment": augment,
         "max_train_tiles": max_train_tiles, "device": device, "workers": workers, "reader": reader,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
@@ -264,16 +285,20 @@ class _Display:
             transient=True,
         )
         self.task: Any = None
+        self.live = False
         self.started = 0.0
         self.tiles = 0
 
     def __enter__(self) -> _Display:
-        if not self.quiet:
+        # The live bar only on a terminal: elsewhere (a log, a pipe) rich draws nothing live but
+        # ends with an empty line, which an interruption left above its message.
+        self.live = not self.quiet and self.progress.console.is_terminal
+        if self.live:
             self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self.quiet:
+        if self.live:
             self.progress.stop()
 
     def callbacks(self) -> Any:

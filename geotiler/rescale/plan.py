@@ -43,8 +43,12 @@ def make_plan(
     method: str,
     weights: Mapping[int, float],
     classes: ClassTable | None,
+    src_nodata: float | None = None,
 ) -> tuple[Plan, list[str]]:
-    """Check the source against the method and target; choose the exact path when possible."""
+    """Check the source against the method and target; choose the exact path when possible.
+
+    ``src_nodata`` (``--src-nodata``) overrides the mask's nodata value (and the class table's).
+    """
     name = dataset.name
     spec = METHODS[method]
     if dataset.count != 1:
@@ -82,7 +86,7 @@ def make_plan(
             "use --method mode or --factor"
         )
     _check_overlap(grid, target, name)
-    nodata, has_nodata = _nodata(dataset, classes)
+    nodata, has_nodata = _nodata(dataset, classes, src_nodata)
     if not has_nodata and not _covers(grid, target):
         notices.append(f"{name}: no nodata value; target pixels the mask misses get {nodata}")
     col, row = ~grid.transform @ (target.transform.c, target.transform.f)
@@ -132,7 +136,9 @@ def _covers(grid: Grid, target: Grid) -> bool:
     return outer[0] <= left and outer[1] <= bottom and right <= outer[2] and top <= outer[3]
 
 
-def _nodata(dataset: Any, classes: ClassTable | None) -> tuple[Any, bool]:
+def _nodata(dataset: Any, classes: ClassTable | None, given: float | None) -> tuple[Any, bool]:
+    if given is not None:
+        return _fits(given, dataset.dtypes[0], f"{dataset.name}: --src-nodata"), True
     if dataset.nodata is not None:
         value = dataset.nodata
         return (int(value) if float(value).is_integer() else value), True
@@ -141,6 +147,37 @@ def _nodata(dataset: Any, classes: ClassTable | None) -> tuple[Any, bool]:
     dtype = np.dtype(dataset.dtypes[0])
     fill = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else float("nan")
     return fill, False
+
+
+def _fits(value: float, dtype: str, what: str) -> Any:
+    """``value`` as a pixel of ``dtype`` (an int for integer rasters); InputError if it can't be."""
+    kind = np.dtype(dtype)
+    if np.issubdtype(kind, np.integer):
+        info = np.iinfo(kind)
+        if not float(value).is_integer() or not info.min <= value <= info.max:
+            raise InputError(
+                f"{what} {value:g}: the mask is {dtype}; choose an integer in "
+                f"{info.min}..{info.max}"
+            )
+        return int(value)
+    return float(value)
+
+
+def dst_nodata(plan: Plan, value: float | None, classes: ClassTable | None, name: str) -> Any:
+    """The output's nodata value for ``--dst-nodata`` (None: the source's, unchanged).
+
+    Raises:
+        InputError: a value the output dtype cannot hold, or a class of the class table.
+    """
+    if value is None:
+        return None
+    fitted = _fits(value, plan.dtype, f"{name}: --dst-nodata")
+    if classes is not None and fitted in classes.names:
+        raise InputError(
+            f"{name}: --dst-nodata {fitted} is the class {classes.names[fitted]!r}; choose a "
+            "value no class uses"
+        )
+    return None if fitted == plan.nodata else fitted
 
 
 def _weights(weights: Mapping[int, float], n_values: int, name: str) -> np.ndarray:

@@ -26,10 +26,15 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 import rasterio.shutil
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from geotiler.catalog import ClassTable
 from geotiler.config import StageSettings
+from geotiler.creation_options import (
+    check_creation_options,
+    normalise_creation_options,
+    with_creation_options,
+)
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import (
@@ -53,6 +58,7 @@ from geotiler.rescale.methods import (
     release_buffers,
 )
 from geotiler.rescale.plan import Schedule, make_plan, plan_units
+from geotiler.rescale.plan import dst_nodata as dst_nodata_value
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,11 @@ class RescaleSettings(StageSettings):
     compress: Literal["zstd", "deflate", "lzw", "none"] = "zstd"
     block_px: int = Field(default=512, ge=16, multiple_of=16)
     gdal_cache_mb: int = Field(default=64, ge=8)
+    creation_options: dict[str, str] = Field(default_factory=dict, description="GDAL's (--co)")
+    src_nodata: float | None = Field(default=None, description="the mask's nodata, overridden")
+    dst_nodata: float | None = Field(default=None, description="the output's nodata value")
+
+    _gdal_names = field_validator("creation_options", mode="before")(normalise_creation_options)
 
     @model_validator(mode="after")
     def _one_target(self) -> RescaleSettings:
@@ -156,6 +167,9 @@ def rescale(
     compress: str = "zstd",
     block_px: int = 512,
     gdal_cache_mb: int = 64,
+    creation_options: Mapping[str, str] | None = None,
+    src_nodata: float | None = None,
+    dst_nodata: float | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> RescaleResult:
@@ -177,6 +191,9 @@ def rescale(
             DEFLATE's default on class maps, and as small).
         block_px: output tile size.
         gdal_cache_mb: GDAL block cache while running (small is faster for one-pass reads).
+        creation_options: GDAL creation options over geotiler's (the COG driver's with ``cog``).
+        src_nodata: the mask's nodata value, overriding the file's and the class table's.
+        dst_nodata: the output's nodata value (default: the source's); not a class's value.
         overwrite: replace an existing ``out``.
         progress: called with the number of source rows done since the last call (all the
             mask's rows in total).
@@ -189,26 +206,33 @@ def rescale(
         with open_raster(source) as dataset:
             if Path(out).resolve() == Path(dataset.name).resolve():
                 raise InputError(f"{out}: the output would replace the source; choose another -o")
-            plan, notices = make_plan(dataset, target, method, weights or {}, classes)
+            plan, notices = make_plan(dataset, target, method, weights or {}, classes, src_nodata)
             table = read_class_table(dataset) or classes
             colormap = _colormap(dataset) if table is None else None
             layout = block_layout(dataset)
+        out_nodata = dst_nodata_value(plan, dst_nodata, table, str(source))
+        if out_nodata is not None and table is not None:
+            table = table.model_copy(update={"nodata": out_nodata})
+        written_nodata = plan.nodata if out_nodata is None else out_nodata
+        profile = writing_profile(plan.dtype, written_nodata, compress=compress, block_px=block_px)
+        check_creation_options(creation_options, profile, cog=cog, output=out)
+        if not cog:  # with cog the options go to the COG copy
+            profile = with_creation_options(profile, creation_options)
         for notice in notices:
             log.warning(notice)
         with _executor(scheduler, workers) as (compute, threads):
             schedule = plan_units(plan, layout, memory_mb * MIB // (2 * threads), threads)
             with atomic_output(out, overwrite=overwrite, kind="geotiff", inputs=[source]) as tmp:
-                profile = geotiff_profile(
-                    dtype=plan.dtype, nodata=plan.nodata, block_px=block_px, compress=compress
-                )
-                profile.update(FAST_LEVELS.get(compress, {}))
                 try:
                     src_hist, out_hist = _write(
-                        tmp, plan, profile, schedule, threads, compute, progress
+                        tmp, plan, profile, schedule, threads, compute, progress, out_nodata
                     )
                 finally:
                     release_buffers(plan.token)
-                _finish(tmp, table, colormap, cog=cog, method=method, compress=compress)
+                cog_options = creation_options if cog else None
+                _finish(
+                    tmp, table, colormap, cog_options, cog=cog, method=method, compress=compress
+                )
         if plan.factor is None and plan.n_values:
             src_hist = _sample_histogram(plan)
     return RescaleResult(
@@ -226,6 +250,15 @@ def rescale(
         classes=table,
         notices=tuple(notices),
     )
+
+
+def writing_profile(
+    dtype: str, nodata: float | None, *, compress: str, block_px: int
+) -> dict[str, Any]:
+    """geotiler's GeoTIFF profile of a rescaled mask (before the user's creation options)."""
+    profile = geotiff_profile(dtype=dtype, nodata=nodata, block_px=block_px, compress=compress)
+    profile.update(FAST_LEVELS.get(compress, {}))
+    return profile
 
 
 # -- running and writing ----------------------------------------------------------------------
@@ -291,9 +324,12 @@ class _BlockRowWriter:
     blocks never written with the nodata value.
     """
 
-    def __init__(self, dataset: Any, plan: Plan, units: Sequence[Unit]) -> None:
+    def __init__(
+        self, dataset: Any, plan: Plan, units: Sequence[Unit], nodata: Any | None = None
+    ) -> None:
         self.dataset = dataset
         self.plan = plan
+        self.nodata = nodata  # --dst-nodata: written where the result is the plan's nodata
         self.block_rows = int(dataset.block_shapes[0][0])
         self.buffers: dict[int, np.ndarray] = {}
         self.missing: dict[int, int] = {}
@@ -324,7 +360,10 @@ class _BlockRowWriter:
             self.missing[block] -= (hi - lo) * (unit.col_stop - unit.col_start)
             if self.missing[block] == 0:
                 window = rasterio.windows.Window(0, top, target.cols, buffer.shape[0])
-                self.dataset.write(self.buffers.pop(block), 1, window=window)
+                data = self.buffers.pop(block)
+                if self.nodata is not None:
+                    data[data == self.plan.nodata] = self.nodata
+                self.dataset.write(data, 1, window=window)
 
 
 def _write(
@@ -335,6 +374,7 @@ def _write(
     threads: int,
     compute: ComputeBatch,
     progress: Progress | None,
+    nodata: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     target = plan.target
     src_hist = np.zeros(plan.n_values, np.int64)
@@ -348,7 +388,7 @@ def _write(
     }
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.update_tags(**output_tag("rescale"))
-        writer = _BlockRowWriter(dataset, plan, schedule.units)
+        writer = _BlockRowWriter(dataset, plan, schedule.units, nodata)
         results = _results(plan, schedule.units, threads, compute)
         fast = counts_fast(plan)
         for result, advance in zip(results, schedule.advances, strict=True):
@@ -359,6 +399,11 @@ def _write(
                 count_into(result.data, out_hist, fast=fast)
             if progress is not None and advance:
                 progress(advance)
+    if nodata is not None and 0 <= nodata < len(out_hist) and out_hist[nodata]:
+        raise InputError(
+            f"{plan.source}: --dst-nodata {nodata} is a value the mask's classes take; choose "
+            "a value no class uses"
+        )
     left = plan.source_shape[0] - sum(schedule.advances)  # mask rows outside the target
     if progress is not None and left > 0:
         progress(left)
@@ -369,6 +414,7 @@ def _finish(
     path: Path,
     table: ClassTable | None,
     colormap: dict[int, tuple[int, ...]] | None,
+    cog_options: Mapping[str, str] | None,
     *,
     cog: bool,
     method: str,
@@ -388,16 +434,15 @@ def _finish(
     if sidecar.exists():
         os.replace(sidecar, staged.with_name(staged.name + ".aux.xml"))
     try:
-        rasterio.shutil.copy(
-            staged,
-            path,
-            driver="COG",
-            compress=compress.upper(),
+        defaults = {
+            "compress": compress.upper(),
             **({"level": 1} if compress in FAST_LEVELS else {}),
-            overview_resampling="NEAREST" if method == "near" else "MODE",
-            bigtiff="IF_SAFER",
-            num_threads="ALL_CPUS",
-        )
+            "overview_resampling": "NEAREST" if method == "near" else "MODE",
+            "bigtiff": "IF_SAFER",
+            "num_threads": "ALL_CPUS",
+        }
+        options = with_creation_options(defaults, cog_options)
+        rasterio.shutil.copy(staged, path, driver="COG", **options)
     finally:
         rasterio.shutil.delete(staged)
 
@@ -466,6 +511,9 @@ def rescale_with_settings(
         compress=settings.compress,
         block_px=settings.block_px,
         gdal_cache_mb=settings.gdal_cache_mb,
+        creation_options=settings.creation_options,
+        src_nodata=settings.src_nodata,
+        dst_nodata=settings.dst_nodata,
         overwrite=overwrite,
         progress=progress,
     )

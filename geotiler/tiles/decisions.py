@@ -264,19 +264,20 @@ def export_index(store: TileStore, path: str | PathLike[str]) -> Path:
     """Write the store's tile footprints with scene, split, verdict and class shares.
 
     Footprints are in the scenes' CRS when they share one, in WGS84 when they do not, and in
-    pixel coordinates (no CRS) when the scenes have no georeference.
+    pixel coordinates (no CRS) when the scenes have no georeference. Shares are ``share_<id>``
+    columns; the class names are in the index's lookup table (see
+    :mod:`geotiler.tiles.footprints`), not in column names.
     """
     frame = store.index.copy()
     counts = frame[[c for c in frame.columns if c.startswith("class_")]].to_numpy(dtype=float)
     labelled = np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
-    names = store.classes.names
     for column, share in zip(
         frame.columns[frame.columns.str.startswith("class_")], (counts / labelled).T, strict=True
     ):
-        class_id = int(column.split("_")[1])
-        frame[f"share_{names.get(class_id, class_id)}"] = share
+        frame[f"share_{int(column.split('_')[1])}"] = share
     bounds, crs = _footprints(store, frame)
-    return write_index(frame, bounds, crs, path)
+    lookup = [{"id": c.id, "name": c.name, "color": c.color} for c in store.classes.classes]
+    return write_index(frame, bounds, crs, path, classes=lookup)
 
 
 def _footprints(store: TileStore, frame: Any) -> tuple[np.ndarray, Any]:

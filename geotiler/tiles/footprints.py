@@ -2,7 +2,10 @@
 
 Polygons are read with geopandas and reprojected to the scene CRS; a tile "touches" an area when
 its footprint intersects it. The exported index (GeoPackage or GeoParquet) holds one square per
-stored tile with its scene, split, verdict, weight and class shares.
+stored tile with its scene, split, verdict, weight and class shares, in columns with plain names
+(``share_<id>``, ``class_<id>``) that SQL, QGIS expressions and pandas take as they are. The
+lookup table from class id to name and colour is the GeoPackage's ``classes`` layer (a table
+without geometry), or the JSON under ``geotiler:classes`` in the GeoParquet file's metadata.
 """
 
 from __future__ import annotations
@@ -42,24 +45,94 @@ def touching(bounds: np.ndarray, area: Any) -> np.ndarray:
     return np.asarray(shapely.intersects(boxes, area), dtype=bool)
 
 
-def write_index(frame: Any, bounds: np.ndarray, crs: Any, path: str | PathLike[str]) -> Path:
-    """Write the tile index with square footprints to ``.gpkg`` or ``.parquet``."""
+CLASSES_LAYER = "classes"
+PARQUET_CLASSES_KEY = b"geotiler:classes"
+
+
+def check_index_path(path: str | PathLike[str]) -> Path:
+    """Refuse an index name geotiler cannot write, before the work that precedes it.
+
+    Raises:
+        InputError: neither ``.gpkg`` nor ``.parquet``, or ``.parquet`` without pyarrow.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".gpkg", ".parquet"):
+        raise InputError(f"{target}: index must end in .gpkg (GeoPackage) or .parquet (GeoParquet)")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError(
+                f"{target}: a GeoParquet index needs pyarrow: pip install 'geotiler[parquet]' "
+                "(or write a .gpkg)"
+            ) from None
+    return target
+
+
+def write_index(
+    frame: Any,
+    bounds: np.ndarray,
+    crs: Any,
+    path: str | PathLike[str],
+    classes: list[dict[str, Any]] | None = None,
+) -> Path:
+    """Write the tile index with square footprints to ``.gpkg`` or ``.parquet``.
+
+    ``classes`` (``{"id", "name", "color"}`` rows) is written as the lookup table.
+    """
     import geopandas as gpd
     import shapely
 
     from geotiler.io import atomic_output
 
-    target = Path(path)
+    target = check_index_path(path)
     geometry = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
     table = gpd.GeoDataFrame(frame.copy(), geometry=geometry, crs=crs)
     for column in ("scene", "verdict", "split"):
         table[column] = table[column].astype(str)
-    if target.suffix.lower() not in (".gpkg", ".parquet"):
-        raise InputError(f"{target}: index must end in .gpkg or .parquet")
     # Replaces an index geotiler wrote (re-running refreshes it), never any other file.
     with atomic_output(target, overwrite=True, kind="index") as temporary:
         if target.suffix.lower() == ".parquet":
-            table.to_parquet(temporary)
+            _write_parquet(table, temporary, classes or [])
         else:
             table.to_file(temporary, layer="tiles", driver="GPKG")
+            if classes:
+                import pandas as pd
+                import pyogrio
+
+                lookup = pd.DataFrame(classes, columns=["id", "name", "color"])
+                pyogrio.write_dataframe(lookup, temporary, layer=CLASSES_LAYER, driver="GPKG")
     return target
+
+
+def _write_parquet(table: Any, path: Path, classes: list[dict[str, Any]]) -> None:
+    import json
+
+    import pyarrow.parquet as pq
+
+    table.to_parquet(path)
+    if not classes:
+        return
+    written = pq.read_table(path)
+    metadata = {**(written.schema.metadata or {}), PARQUET_CLASSES_KEY: json.dumps(classes)}
+    pq.write_table(written.replace_schema_metadata(metadata), path)
+
+
+def read_index_classes(path: str | PathLike[str]) -> dict[int, str]:
+    """The class id -> name lookup table an index holds (empty when it holds none)."""
+    where = Path(path)
+    if where.suffix.lower() == ".parquet":
+        import json
+
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_schema(where).metadata or {}
+        rows = json.loads(metadata.get(PARQUET_CLASSES_KEY, b"[]"))
+    else:
+        import pyogrio
+
+        if CLASSES_LAYER not in {str(name) for name, _ in pyogrio.list_layers(where)}:
+            return {}
+        rows = pyogrio.read_dataframe(where, layer=CLASSES_LAYER).to_dict("records")
+    return {int(row["id"]): str(row["name"]) for row in rows}

@@ -127,6 +127,11 @@ def tile_inputs(
         table, bands = catalog.dataset_classes(dataset), tuple(entry.bands)
     scenes = attach_clouds(scenes, parse_cloud_masks(clouds, [s.name for s in scenes]))
     distinct_masks = list(dict.fromkeys(s.mask for s in scenes if s.mask is not None))
+    if not distinct_masks:
+        raise InputError(
+            f"{scenes[0].image}: no mask to label the tiles with; pass --mask MASK.tif (a file, "
+            "a folder or a glob, paired with the images by name): every argument is an image"
+        )
     classes = resolve_classes(
         settings.classes,
         settings.nodata,

@@ -231,13 +231,14 @@ class TileStore:
         ``band`` coordinate; the ``index`` group the per-tile index (scene, row, col, verdict,
         split, class counts...). Same as ``xarray.open_datatree(path, engine="zarr")``.
 
-        Example:
+        Examples:
             >>> tree = geotiler.open_store("tiles.zarr").to_xarray()  # doctest: +SKIP
             >>> tree["masks"].isel(tile=0).plot()  # doctest: +SKIP
         """
         import xarray
 
-        return xarray.open_datatree(str(self.path), engine="zarr", chunks={})
+        # geotiler writes no consolidated metadata: say so, or xarray warns on every open.
+        return xarray.open_datatree(str(self.path), engine="zarr", chunks={}, consolidated=False)
 
     def grid(self, scene: str) -> Grid:
         """The grid of ``scene`` (tile positions are pixel rows and columns on it)."""

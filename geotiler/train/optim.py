@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -91,11 +92,13 @@ class Schedule:
 def build_schedule(
     optimizer: Optimizer, settings: TrainSettings, *, epochs: int, steps_per_epoch: int
 ) -> Schedule:
-    """The schedule ``settings.scheduler`` over ``epochs`` epochs of ``steps_per_epoch`` steps."""
-    name = settings.scheduler
+    """The schedule ``settings.lr_schedule`` over ``epochs`` epochs of ``steps_per_epoch`` steps."""
+    name = settings.lr_schedule
     steps = max(1, epochs * steps_per_epoch)
     if name == "plateau":
-        patience = max(1, settings.early_stopping // 2) if settings.early_stopping else 2
+        patience = settings.patience
+        if patience is None:
+            patience = max(1, settings.early_stopping // 2) if settings.early_stopping else 2
         plateau = ReduceLROnPlateau(optimizer, mode="max", factor=settings.gamma, patience=patience)
         return Schedule(plateau, per_batch=False, on_metric=True)
     if name == "step":
@@ -111,3 +114,43 @@ def build_schedule(
         cycle = OneCycleLR(optimizer, max_lr=peaks, total_steps=steps, pct_start=warmup)
         return Schedule(cycle, per_batch=True)
     return Schedule(None, per_batch=False)
+
+
+LENGTH_PLANNED = ("cosine", "onecycle")
+"""Schedules planned over the run's length in steps; the others step per epoch, open-ended."""
+
+
+def resume_schedule(
+    optimizer: Optimizer,
+    settings: TrainSettings,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    saved: dict[str, Any],
+    same_length: bool,
+) -> Schedule:
+    """The schedule of a resumed run, its optimiser state restored from ``saved``.
+
+    A run resumed with its own length, or with a schedule that does not depend on the length
+    (plateau, step), continues the saved scheduler state exactly. A cosine or one-cycle run resumed
+    with another ``epochs`` follows the schedule planned over the new length from the step it had
+    reached, as if it had been started with that length: the learning rate neither restarts its
+    warm-up nor collapses to the end of a fresh cycle.
+    """
+    if same_length or settings.lr_schedule not in LENGTH_PLANNED:
+        # Build first: a new scheduler resets the learning rate the optimiser state restores.
+        schedule = build_schedule(
+            optimizer, settings, epochs=epochs, steps_per_epoch=steps_per_epoch
+        )
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved.get("scheduler") or {})
+        return schedule
+    optimizer.load_state_dict(saved["optimizer"])
+    schedule = build_schedule(optimizer, settings, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    done = int((saved.get("scheduler") or {}).get("last_epoch", 0))
+    total = max(1, epochs * steps_per_epoch)
+    with warnings.catch_warnings():  # stepping the scheduler alone is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(min(done, total)):
+            schedule.after_batch()
+    return schedule

@@ -65,7 +65,7 @@ def train_pixel_model(
             "ensemble": {"use": BASELINE, "scores": {BASELINE: scores.miou}},
             "plan": plan.to_dict(),
         }
-        run_log = RunLog(out, enabled=True)
+        run_log = RunLog(out, enabled=True, class_names=classes.names)
         run_log.append(row)
         run_log.close()
         save_checkpoint(out / "last.pt", payload)

@@ -139,7 +139,7 @@ def plan_training(
             "loss": loss,
             "class_weights": weighted,
             "optimizer": settings.optimizer,
-            "scheduler": settings.scheduler,
+            "lr_schedule": settings.lr_schedule,
         }
     )
     return TrainPlan(resolved, choices, fp.describe(), budget_s, max_steps, weights)

@@ -1,5 +1,7 @@
 """The record of a run: ``metrics.csv`` per epoch, TensorBoard events when installed, JSON files.
 
+TensorBoard's tags and pictures are :mod:`geotiler.train.tensorboard`'s.
+
 ``metrics.csv`` is rewritten whole (temporary file + rename) after every epoch, so it is always
 complete; a resumed run keeps the rows up to the checkpoint's epoch and goes on from there.
 """
@@ -7,12 +9,11 @@ complete; a resumed run keeps the rows up to the checkpoint's epoch and goes on 
 from __future__ import annotations
 
 import csv
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from geotiler.train.tensorboard import Board
 
 METRICS_CSV = "metrics.csv"
 
@@ -20,17 +21,23 @@ METRICS_CSV = "metrics.csv"
 class RunLog:
     """Epoch rows kept in memory, mirrored to ``metrics.csv`` and TensorBoard (rank 0 only)."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool,
+        resume_epoch: int = 0,
+        class_names: dict[int, str] | None = None,
+    ) -> None:
         self.run_dir = run_dir
+        self.class_names = class_names or {}
         self.enabled = enabled
         self.history: list[dict[str, float]] = []
         if resume_epoch:
             self.history = [
                 r for r in read_metrics(run_dir / METRICS_CSV) if r["epoch"] <= resume_epoch
             ]
-        self._writer: Any = None
-        if enabled:
-            self._writer = _tensorboard(run_dir)
+        self.board: Board | None = Board(run_dir) if enabled else None
 
     def append(self, row: dict[str, float]) -> None:
         self.history.append(row)
@@ -46,17 +53,13 @@ class RunLog:
             for r in self.history:
                 writer.writerow({k: _fmt(k, r.get(k, math.nan)) for k in columns})
         temporary.replace(path)
-        if self._writer is not None:
-            step = int(row["epoch"])
-            for key, value in row.items():
-                if key != "epoch" and math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
-            self._writer.flush()
+        if self.board is not None:
+            self.board.scalars(row, self.class_names)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
 
 def _fmt(key: str, value: float) -> str:
@@ -72,15 +75,6 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
             {k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
             for r in csv.DictReader(handle)
         ]
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional: pip install geotiler[tensorboard]
-        log.debug("tensorboard is not installed; metrics go to metrics.csv only")
-        return None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def write_json(path: Path, content: dict[str, Any]) -> Path:

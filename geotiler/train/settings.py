@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from geotiler.config import StageSettings
 
 OptimizerName = Literal["adam", "adamw", "sgd"]
-SchedulerName = Literal["none", "plateau", "step", "cosine", "onecycle"]
+LrScheduleName = Literal["none", "plateau", "step", "cosine", "onecycle"]
 DeviceName = Literal["auto", "cpu", "cuda"]
 ReaderName = Literal["auto", "native", "tensorstore", "zarrs", "zarr"]
 NormalisationName = Literal["robust", "store"]
@@ -33,15 +33,24 @@ class TrainSettings(StageSettings):
     time: str | None = Field(
         default=None, description="time budget (90s, 10m, 1h or auto); None: auto unless epochs"
     )
-    batch_size: int | None = Field(default=None, ge=1)
-    lr: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(
+        default=None, ge=1, description="None: the recipe's, from the model and the memory"
+    )
+    lr: float | None = Field(
+        default=None, gt=0, description="None: the recipe's, from the model and the batch"
+    )
     weight_decay: float = Field(default=1e-4, ge=0)
     optimizer: OptimizerName = "adamw"
     momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd only")
-    scheduler: SchedulerName = "onecycle"
-    step_size: int = Field(default=10, ge=1, description="step scheduler: epochs per decay")
+    lr_schedule: LrScheduleName = "onecycle"
+    step_size: int = Field(default=10, ge=1, description="step schedule: epochs per decay")
     gamma: float = Field(default=0.1, gt=0, le=1, description="step/plateau decay factor")
-    loss: str | None = Field(default=None, description="ce, dice, focal[:gamma], jaccard or sums")
+    patience: int | None = Field(
+        default=None, ge=0, description="plateau: epochs without gain before decaying; None: auto"
+    )
+    loss: str | None = Field(
+        default=None, description="ce, dice, focal[:gamma], jaccard or sums; None: the recipe's"
+    )
     class_weights: bool | None = Field(
         default=None, description="weight ce/focal by the store's; None: the recipe decides"
     )
@@ -73,6 +82,17 @@ class TrainSettings(StageSettings):
     max_train_tiles: int | None = Field(
         default=None, ge=1, description="tiles drawn per epoch (default: the train split's size)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # Checkpoints, presets and pipelines written before the rename say "scheduler" (now the
+        # Dask scheduler's name in rescale/tile only); the new name wins when both are there.
+        if isinstance(data, dict) and "scheduler" in data:
+            data = dict(data)
+            legacy = data.pop("scheduler")
+            data.setdefault("lr_schedule", legacy)
+        return data
 
     @field_validator("loss")
     @classmethod

@@ -43,11 +43,12 @@ from geotiler.train.fingerprint import DataFingerprint
 from geotiler.train.losses import LossContext, build_loss
 from geotiler.train.metrics import Scores, confusion_matrix, save_confusion, scores_for_table
 from geotiler.train.models import Preset, apply_encoder_weights, load_preset
-from geotiler.train.optim import Schedule, build_optimizer, build_schedule
+from geotiler.train.optim import Schedule, build_optimizer, build_schedule, resume_schedule
 from geotiler.train.recipe import TrainPlan, plan_training
 from geotiler.train.results import Callbacks, EpochReport, TrainResult
 from geotiler.train.run_files import RunLog, write_json
 from geotiler.train.settings import PIXEL_MODEL, TrainSettings
+from geotiler.train.tensorboard import TILES_SHOWN
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,11 @@ class _Run:
         )  # fmt: skip
         self.budget, self.referee = self.extras.budget, self.extras.referee
         self.schedule = self._restore(previous)
-        self.log = RunLog(out, enabled=runtime.is_main, resume_epoch=self.state.epoch)
+        self.log = RunLog(
+            out, enabled=runtime.is_main, resume_epoch=self.state.epoch,
+            class_names=self.summary.classes.names,
+        )  # fmt: skip
+        self._shown: tuple[torch.Tensor, ...] = ()  # validation tiles drawn in TensorBoard
         self._first_epoch = self.state.epoch + 1
 
     def _wrap(self) -> nn.Module:
@@ -198,25 +203,17 @@ class _Run:
                 self._restore_state(previous)
                 self.optimizer.load_state_dict(previous["resume"]["optimizer"])
             return budget_schedule(
-                self.optimizer, self.settings.scheduler, self.budget
+                self.optimizer, self.settings.lr_schedule, self.budget
             ) or build_schedule(self.optimizer, self.settings, epochs=1, steps_per_epoch=steps)
         if previous is None:
             return build_schedule(
                 self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
             )
         saved = self._restore_state(previous)
-        if int(previous["settings"]["epochs"] or 0) == epochs:
-            # Build first: a new scheduler resets the learning rate the optimiser state restores.
-            schedule = build_schedule(
-                self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps
-            )
-            self.optimizer.load_state_dict(saved["optimizer"])
-            schedule.load_state_dict(saved.get("scheduler") or {})
-            return schedule
-        # A longer (or shorter) run: schedule the remaining epochs afresh.
-        self.optimizer.load_state_dict(saved["optimizer"])
-        left = max(1, epochs - self.state.epoch)
-        return build_schedule(self.optimizer, self.settings, epochs=left, steps_per_epoch=steps)
+        return resume_schedule(
+            self.optimizer, self.settings, epochs=epochs, steps_per_epoch=steps, saved=saved,
+            same_length=int(previous["settings"]["epochs"] or 0) == epochs,
+        )  # fmt: skip
 
     def _restore_state(self, previous: dict[str, Any]) -> dict[str, Any]:
         saved: dict[str, Any] = previous.get("resume") or {}
@@ -276,6 +273,9 @@ class _Run:
 
     def _epoch(self, epoch: int) -> EpochReport:
         self.sampler.set_epoch(epoch)
+        # The learning rate the epoch's first step uses, before any scheduler step: the one an
+        # epoch-stepped schedule (plateau, step) applied to all its steps.
+        lr = float(self.optimizer.param_groups[0]["lr"])
         start = time.perf_counter()
         train_loss, tiles = self._train_pass(epoch)
         seconds = time.perf_counter() - start
@@ -284,7 +284,6 @@ class _Run:
         miou = scores.miou if math.isfinite(scores.miou) else 0.0
         self.schedule.after_epoch(miou)
         is_best = miou > self.state.best_miou
-        lr = float(self.optimizer.param_groups[0]["lr"])
         row = {
             "epoch": float(epoch),
             "lr": lr,
@@ -305,6 +304,11 @@ class _Run:
             self.state.bad_epochs += 1
         if self.runtime.is_main:
             self.log.append(row)
+            if self.log.board is not None and self._shown:
+                self.log.board.tiles(
+                    epoch, *(t.numpy() for t in self._shown), bands=self.summary.bands,
+                    classes=self.summary.classes,
+                )  # fmt: skip
             self._save(row, is_best, matrix)
         if self.budget is not None:  # validation and saving, as what every period adds
             self.budget.after_validation(time.perf_counter() - start - seconds, seconds)
@@ -379,6 +383,7 @@ class _Run:
         k = self.summary.num_classes
         matrix = torch.zeros(k, k, dtype=torch.int64, device=self.runtime.device)
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
+        drawing, self._shown = self.log.board is not None and self.log.board.active, ()
         for batch in self.val_loader:
             image, mask = self.device_batches(batch["image"], batch["mask"], augment=False)
             with self._autocast():
@@ -386,6 +391,9 @@ class _Run:
             total[0] += self.loss(logits.float(), mask).double() * image.shape[0]
             total[1] += image.shape[0]
             matrix += confusion_matrix(logits.argmax(1), mask, k, self.summary.nodata)
+            if drawing and not self._shown:
+                n = TILES_SHOWN
+                self._shown = (image[:n].float().cpu(), mask[:n].cpu(), logits[:n].argmax(1).cpu())
             if self.referee is not None:
                 self.referee.add(logits)
         distributed.all_sum(self.runtime, matrix)

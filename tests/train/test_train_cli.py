@@ -112,3 +112,27 @@ def test_torchrun_trains_with_ddp_on_cpu(
     assert supports == sum(int((m != 0).sum()) for m in masks)
     assert done.stdout.count("best epoch") == 1  # only rank 0 prints
     assert torch.load(run / "best.pt", weights_only=True)["epoch"] >= 1
+
+
+def test_an_interrupted_train_says_so_without_a_blank_line(
+    runner: CliRunner,
+    real_store: Path,
+    tiny_preset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from geotiler.cli import train as train_cli
+
+    shown = train_cli._Display._end
+
+    def end_then_ctrl_c(self: train_cli._Display, report: object) -> None:
+        shown(self, report)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli._Display, "_end", end_then_ctrl_c)
+    args = ["train", str(real_store), "-m", str(tiny_preset), "--epochs", "3"]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "run")])
+    assert result.exit_code == 130, result.output
+    assert "interrupted: " in result.output
+    assert "training interrupted after epoch 1 of 3" in result.output
+    assert "\n\n" not in result.output.split("epoch 1/3", 1)[1]

@@ -48,7 +48,7 @@ def test_a_frozen_encoder_stays_fixed_then_trains(
 
     settings = TrainSettings(
         model=resnet_preset, epochs=3, batch_size=8, lr=0.01, seed=3, freeze_encoder=2,
-        scheduler="none", augment=False, max_train_tiles=8,
+        lr_schedule="none", augment=False, max_train_tiles=8,
     )  # fmt: skip
     train(fake_store, run, settings, callbacks=Callbacks(on_epoch_end=snapshot))
     torch.manual_seed(3)  # the trainer builds the model right after seeding
@@ -70,7 +70,7 @@ def test_the_encoder_gets_its_own_learning_rate(
         epochs=1,
         lr=0.02,
         encoder_lr_scale=0.1,
-        scheduler="none",
+        lr_schedule="none",
         max_train_tiles=8,
     )
     train(fake_store, tmp_path / "run", settings)

@@ -150,21 +150,69 @@ def test_an_existing_run_is_kept_unless_overwrite(
 def test_early_stopping_ends_a_run_that_stopped_improving(
     fake_store: Path, tiny_preset: str, tmp_path: Path
 ) -> None:
-    settings = _settings(tiny_preset, epochs=6, lr=1e-9, scheduler="none", early_stopping=1)
+    settings = _settings(tiny_preset, epochs=6, lr=1e-9, lr_schedule="none", early_stopping=1)
     result = train(fake_store, tmp_path / "run", settings)
     assert result.stopped_early and result.epochs_run < 6
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "scheduler"), [("sgd", "plateau"), ("adam", "step"), ("adamw", "cosine")]
+    ("optimizer", "lr_schedule"), [("sgd", "plateau"), ("adam", "step"), ("adamw", "cosine")]
 )
 def test_optimisers_and_schedules_train_and_checkpoint(
-    fake_store: Path, tiny_preset: str, tmp_path: Path, optimizer: str, scheduler: str
+    fake_store: Path, tiny_preset: str, tmp_path: Path, optimizer: str, lr_schedule: str
 ) -> None:
     settings = _settings(
-        tiny_preset, epochs=1, optimizer=optimizer, scheduler=scheduler, loss="focal:2+jaccard",
+        tiny_preset, epochs=1, optimizer=optimizer, lr_schedule=lr_schedule, loss="focal:2+jaccard",
         class_weights=True,
     )  # fmt: skip
     train(fake_store, tmp_path / "run", settings)
     raw = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert raw["settings"]["optimizer"] == optimizer
+
+
+def test_metrics_log_the_learning_rate_the_epoch_trained_with(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    # A step schedule halves the rate after each epoch: epoch 1 trains at lr, epoch 2 at lr / 2.
+    settings = _settings(tiny_preset, epochs=2, lr_schedule="step", step_size=1, gamma=0.5)
+    train(fake_store, tmp_path / "run", settings)
+    assert [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.csv")] == [
+        pytest.approx(0.01),
+        pytest.approx(0.005),
+    ]
+
+
+def test_resuming_with_more_epochs_continues_the_one_cycle_instead_of_restarting_it(
+    fake_store: Path, tiny_preset: str, tmp_path: Path
+) -> None:
+    train(fake_store, tmp_path / "run", _settings(tiny_preset, epochs=2))
+    train(fake_store, tmp_path / "run", _settings(tiny_preset, epochs=4), resume=True)
+    train(fake_store, tmp_path / "planned", _settings(tiny_preset, epochs=4))
+    resumed = [r["lr"] for r in read_metrics(tmp_path / "run" / "metrics.csv")]
+    planned = [r["lr"] for r in read_metrics(tmp_path / "planned" / "metrics.csv")]
+    # The resumed epochs follow the schedule a 4-epoch run has from its third epoch on: no fresh
+    # warm-up from lr / 25, no collapse to the end of a cycle.
+    assert resumed[2:] == pytest.approx(planned[2:], rel=1e-4)
+    assert resumed[2] > 0.3 * 0.01
+
+
+def test_the_plateau_schedule_takes_patience_and_gamma() -> None:
+    from torch import nn
+
+    from geotiler.train.optim import build_optimizer, build_schedule
+
+    settings = TrainSettings(lr=0.1, lr_schedule="plateau", patience=5, gamma=0.3)
+    optimizer = build_optimizer(nn.Linear(2, 2), settings)
+    plateau = build_schedule(optimizer, settings, epochs=3, steps_per_epoch=2).scheduler
+    assert (plateau.patience, plateau.factor) == (5, 0.3)
+
+
+def test_settings_saved_before_the_rename_still_load() -> None:
+    # Checkpoints written before --lr-schedule store the key "scheduler".
+    assert TrainSettings.model_validate({"scheduler": "step"}).lr_schedule == "step"
+
+
+def test_the_new_name_wins_over_a_legacy_scheduler_key() -> None:
+    # A preset from before the rename under a pipeline that uses the new name.
+    settings = TrainSettings.model_validate({"scheduler": "onecycle", "lr_schedule": "plateau"})
+    assert settings.lr_schedule == "plateau"

@@ -10,9 +10,16 @@ Python, imports included), ``gdalwarp -r mode`` (2 threads, 1 GB warp memory, an
 bands, GDAL_CACHEMAX=64). Prints source Mpx/s, peak RSS, ratios and the issue's goals, and
 extrapolates to the full 300000 x 300000 mask.
 
+With ``--deflate`` the mask is DEFLATE-compressed one-row strips like the full-size run's
+(generated from a pool of strips compressed once: :func:`bench_fullsize.generate_mask`), and
+``--only near`` (or ``mode``) runs just that method's contenders; near also runs with
+``--compress none``, an uncompressed output like ``gdal_translate``'s. CPU seconds (user + sys) are
+printed beside wall time: on a shared machine they are the steadier figure.
+
 Examples:
     python benchmarks/bench_rescale.py --repeat 3            # 30000 x 30000, medians of 3
     python benchmarks/bench_rescale.py --size 10000          # a quick smoke run
+    python benchmarks/bench_rescale.py --size 100000 --deflate --only near --repeat 3
     python benchmarks/bench_rescale.py --rows 8000 --cols 300000 --cache-dir /data/bench
 """
 
@@ -38,9 +45,10 @@ OURS = """
 import gc, sys, time
 from geotiler.grid import Grid
 from geotiler.rescale import rescale
-src, out, method = sys.argv[1:4]
+src, out, method, compress = (sys.argv[1:] + ["zstd"])[:4]
 start = time.perf_counter()
-rescale(src, Grid.from_raster(src).zoom_out({factor}), out, method=method, overwrite=True)
+target = Grid.from_raster(src).zoom_out({factor})
+rescale(src, target, out, method=method, overwrite=True, compress=compress)
 print(f"SECONDS={{time.perf_counter() - start}}")
 gc.freeze()  # as geotiler's CLI does on exit: skip the final collection
 """
@@ -62,6 +70,7 @@ class Timing:
     seconds: float
     peak_rss_mb: float
     inner_seconds: float | None = None  # the work alone, without process start-up and imports
+    cpu_seconds: float | None = None  # user + sys
 
 
 def generate(path: Path, rows: int, cols: int, seed: int = 0, blob_px: int = 40) -> Path:
@@ -101,9 +110,12 @@ def measure(name: str, command: list[str]) -> Timing:
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"{name} failed:\n{done.stderr[-2000:]}")
-        line = next(x for x in done.stderr.splitlines() if "Maximum resident set size" in x)
+        lines = done.stderr.splitlines()
+        line = next(x for x in lines if "Maximum resident set size" in x)
+        cpu = sum(float(x.split(":")[1]) for x in lines if "time (seconds)" in x)
         inner = [float(x[8:]) for x in done.stdout.splitlines() if x.startswith("SECONDS=")]
-        return Timing(name, seconds, int(line.split(":")[1]) / 1024, inner[0] if inner else None)
+        rss = int(line.split(":")[1]) / 1024
+        return Timing(name, seconds, rss, inner[0] if inner else None, cpu)
     import psutil
 
     start = time.perf_counter()
@@ -120,13 +132,14 @@ def measure(name: str, command: list[str]) -> Timing:
 RAW = "raw read pass (rasterio, row bands)"
 MODE = "geotiler rescale --method mode"
 NEAR = "geotiler rescale --method near"
+NEAR_RAW = "geotiler rescale --method near --compress none"  # gdal_translate's raw output
 CLI = "geotiler rescale (the CLI, all commands imported)"
 WARP2 = "gdalwarp -r mode -multi -wo NUM_THREADS=2 -wm 1024"
 TRANSLATE_MODE = "gdal_translate -r mode -outsize 10% 10%"
 TRANSLATE_NEAR = "gdal_translate -r nearest -outsize 10% 10%"
 
 
-def contenders(mask: Path, work: Path, gdal: bool) -> dict[str, list[str]]:
+def contenders(mask: Path, work: Path, gdal: bool, only: str | None) -> dict[str, list[str]]:
     """Command line of every contender, by name."""
     ours = [sys.executable, "-c", OURS.format(factor=FACTOR), str(mask)]
     command = str(Path(sys.executable).with_name("geotiler"))
@@ -134,6 +147,7 @@ def contenders(mask: Path, work: Path, gdal: bool) -> dict[str, list[str]]:
         RAW: [sys.executable, "-c", RAW_READ, str(mask)],
         MODE: [*ours, str(work / "mode.tif"), "mode"],
         NEAR: [*ours, str(work / "near.tif"), "near"],
+        NEAR_RAW: [*ours, str(work / "near_raw.tif"), "near", "none"],
         CLI: [
             command,
             "rescale",
@@ -154,6 +168,10 @@ def contenders(mask: Path, work: Path, gdal: bool) -> dict[str, list[str]]:
         runs["gdalwarp -r mode"] = [*warp, str(mask), str(work / "warp.tif")]
         runs[TRANSLATE_MODE] = [*translate, "mode", str(mask), str(work / "tmode.tif")]
         runs[TRANSLATE_NEAR] = [*translate, "nearest", str(mask), str(work / "tnear.tif")]
+    if only == "near":
+        return {k: v for k, v in runs.items() if k in (RAW, NEAR, NEAR_RAW, TRANSLATE_NEAR)}
+    if only == "mode":
+        return {k: v for k, v in runs.items() if k not in (NEAR, NEAR_RAW, TRANSLATE_NEAR)}
     return runs
 
 
@@ -161,23 +179,26 @@ def report(timings: dict[str, Timing], source_px: int) -> None:
     """The table, the goals of the issue, and the extrapolation to the full mask."""
     rate = {name: source_px / t.seconds / 1e6 for name, t in timings.items()}
     print(f"\nsource {source_px / 1e6:,.0f} Mpx, factor {FACTOR}; whole-process wall time")
-    print(f"{'contender':<52} {'s':>8} {'Mpx/s':>8} {'peak RSS MB':>12} {'work alone':>16}")
+    head = f"{'contender':<52} {'s':>8} {'CPU s':>7} {'Mpx/s':>8} {'peak RSS MB':>12}"
+    print(f"{head} {'work alone':>16}")
     for name, t in timings.items():
         alone = (
             f"{t.inner_seconds:6.2f} s {source_px / t.inner_seconds / 1e6:5.0f}"
             if t.inner_seconds
             else ""
         )
-        print(f"{name:<52} {t.seconds:8.2f} {rate[name]:8.0f} {t.peak_rss_mb:12.0f} {alone:>16}")
+        cpu = f"{t.cpu_seconds:7.2f}" if t.cpu_seconds is not None else f"{'':7}"
+        row = f"{name:<52} {t.seconds:8.2f} {cpu} {rate[name]:8.0f} {t.peak_rss_mb:12.0f}"
+        print(f"{row} {alone:>16}")
     goals = [(MODE, RAW, 0.5), (MODE, WARP2, 5.0), (MODE, TRANSLATE_MODE, 2.0)]
-    goals.append((NEAR, TRANSLATE_NEAR, 1.0))
+    goals += [(NEAR, TRANSLATE_NEAR, 1.0), (NEAR_RAW, TRANSLATE_NEAR, 1.0)]
     print("\nratios (goal)")
     for ours, theirs, need in goals:
-        if theirs in rate:
+        if theirs in rate and ours in rate:
             value = rate[ours] / rate[theirs]
             verdict = "ok" if value >= need else "MISSED"
             print(f"  {ours[17:]} / {theirs:<52} {value:6.2f}x (>= {need:g}x) {verdict}")
-    worst = max(timings[MODE].peak_rss_mb, timings[NEAR].peak_rss_mb)
+    worst = max(timings[k].peak_rss_mb for k in (MODE, NEAR) if k in timings)
     print(f"  our peak RSS {worst:.0f} MB (<= 1024 MB) {'ok' if worst <= 1024 else 'MISSED'}")
     print("\nextrapolated to the full 300000 x 300000 mask (90 Gpx; ours: start-up + work rate):")
     for name, t in timings.items():
@@ -200,20 +221,32 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="where the generated mask is kept")
     parser.add_argument("--no-gdal", action="store_true", help="skip the GDAL tools")
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender (median kept)")
+    parser.add_argument("--deflate", action="store_true", help="DEFLATE strips (full-size run's)")
+    parser.add_argument("--only", choices=["near", "mode"], help="just one method's contenders")
     args = parser.parse_args()
     rows, cols = (args.rows, args.cols) if args.rows and args.cols else (args.size, args.size)
     cache = args.cache_dir or Path(tempfile.gettempdir()) / "geotiler-bench-rescale"
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    mask = generate(cache / f"mask_{rows}x{cols}_strip.tif", rows, cols)
+    if args.deflate:
+        from bench_fullsize import generate_mask
+
+        mask = generate_mask(cache / f"mask_{rows}x{cols}_deflate.tif", rows, cols, noise=0.01)
+    else:
+        mask = generate(cache / f"mask_{rows}x{cols}_strip.tif", rows, cols)
     print(f"mask {mask} ready in {time.perf_counter() - started:.1f} s")
+    from bench_fullsize import machine
+
+    print(f"{machine()}; load average {os.getloadavg()[0]:.1f} before")
     gdal = not args.no_gdal and shutil.which("gdalwarp") is not None
     with tempfile.TemporaryDirectory(dir=cache) as folder:
         timings = {}
-        for name, command in contenders(mask, Path(folder), gdal).items():
+        for name, command in contenders(mask, Path(folder), gdal, args.only).items():
             runs = sorted((measure(name, command) for _ in range(args.repeat)), key=_seconds)
             timings[name] = runs[len(runs) // 2]
-            print(f"  {name}: {', '.join(f'{t.seconds:.2f}' for t in runs)} s", flush=True)
+            load = os.getloadavg()[0]
+            walls = ", ".join(f"{t.seconds:.2f}" for t in runs)
+            print(f"  {name}: {walls} s (load {load:.1f} after)", flush=True)
     report(timings, rows * cols)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import glob
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from geotiler.catalog import ClassTable
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import (
@@ -20,7 +19,10 @@ from geotiler.cli.options import (
     QuietOption,
     load_catalog,
 )
-from geotiler.grid import Grid
+
+if TYPE_CHECKING:
+    from geotiler.catalog import ClassTable
+    from geotiler.grid import Grid
 
 
 @app.command()
@@ -73,6 +75,7 @@ def evaluate(
     truth = truth or cat.output_path("rescale", dataset)
     report = output or cat.output_path("evaluate", dataset)
     from geotiler.evaluate import evaluate as run_evaluate
+    from geotiler.grid import Grid
 
     table = cat.class_table(classes) if classes else None
     if _is_many(prediction) or _is_many(truth):

@@ -14,6 +14,8 @@ from geotiler.cli.options import (
     DatasetOption,
     QuietOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
 from geotiler.cli.tile import (
     BalanceOption,
@@ -27,7 +29,6 @@ from geotiler.cli.tile import (
     print_store_summary,
     warn_empty_splits,
 )
-from geotiler.config import load_pipeline, resolve_settings
 
 DECISION_KEYS = ("filters", "balance", "split", "split_aoi", "seed", "block_tiles")
 

@@ -11,9 +11,9 @@ from rich.table import Table
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import QuietOption
-from geotiler.info import RasterInfo, raster_info
 
 if TYPE_CHECKING:
+    from geotiler.info import RasterInfo
     from geotiler.model_files import ModelInfo
 
 
@@ -59,6 +59,9 @@ def info(
         if not quiet:
             _print_model(model)
         return
+
+    from geotiler.info import raster_info
+
     details = raster_info(path, sample_px=sample_px)
     if not quiet:
         _print_raster(details)

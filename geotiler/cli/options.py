@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from geotiler.catalog import Catalog
+if TYPE_CHECKING:  # pydantic and yaml load when a command runs, not for --help
+    from geotiler.catalog import Catalog
+    from geotiler.config import StageSettings
+
+Settings = TypeVar("Settings", bound="StageSettings")
 
 CatalogOption = Annotated[
     Path | None,
@@ -43,6 +48,8 @@ SchedulerOption = Annotated[
 
 
 def load_catalog(path: Path | None) -> Catalog:
+    from geotiler.catalog import Catalog
+
     return Catalog.load(path)
 
 
@@ -63,3 +70,17 @@ def creation_options(values: list[str] | None) -> dict[str, str] | None:
     from geotiler.creation_options import parse_creation_options
 
     return parse_creation_options(values) or None
+
+
+def load_pipeline(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """:func:`geotiler.config.load_pipeline`, imported when called."""
+    from geotiler.config import load_pipeline as load
+
+    return load(path)
+
+
+def resolve_settings(model: type[Settings], **options: Any) -> Settings:
+    """:func:`geotiler.config.resolve_settings`, imported when called."""
+    from geotiler.config import resolve_settings as resolve
+
+    return resolve(model, **options)

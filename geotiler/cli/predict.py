@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from geotiler.catalog import Catalog
 from geotiler.cli import app
 from geotiler.cli.console import console, err_console, progress_bar
 from geotiler.cli.options import (
@@ -20,9 +19,13 @@ from geotiler.cli.options import (
     QuietOption,
     creation_options,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
-from geotiler.predict import PredictResult, PredictSettings
+
+if TYPE_CHECKING:
+    from geotiler.catalog import Catalog
+    from geotiler.predict import PredictResult
 
 
 @app.command()
@@ -147,6 +150,8 @@ def predict(
     [bold]geotiler predict images/ -o maps/ --model run/best.pt[/],
     [bold]geotiler predict apr.tif aug.tif -o map.tif --clouds apr=apr_clouds.tif[/]
     """
+    from geotiler.predict import PredictSettings
+
     cat = load_catalog(catalog)
     settings = resolve_settings(
         PredictSettings,

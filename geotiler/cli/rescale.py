@@ -20,8 +20,9 @@ from geotiler.cli.options import (
     SchedulerOption,
     creation_options,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
 from geotiler.errors import CatalogError
 
 if TYPE_CHECKING:

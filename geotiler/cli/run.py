@@ -5,18 +5,25 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from geotiler.catalog import Catalog
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
-from geotiler.cli.options import CatalogOption, DatasetOption, QuietOption, load_catalog
-from geotiler.config import load_pipeline
+from geotiler.cli.options import (
+    CatalogOption,
+    DatasetOption,
+    QuietOption,
+    load_catalog,
+    load_pipeline,
+)
 from geotiler.errors import CatalogError
-from geotiler.pipeline import PipelineReport, StageReport, run_pipeline, select_stages
+
+if TYPE_CHECKING:  # the pipeline imports every stage: only when a command runs one
+    from geotiler.catalog import Catalog
+    from geotiler.pipeline import PipelineReport, StageReport
 
 
 def find_pipeline(spec: str | Path, catalog: Catalog) -> Path:
@@ -46,6 +53,8 @@ def run_with_display(
     quiet: bool,
 ) -> PipelineReport:
     pipeline = load_pipeline(pipeline_path)
+    from geotiler.pipeline import run_pipeline, select_stages
+
     only_stages = select_stages(only=only or ())
     force = select_stages(start=start) if start else list(only_stages)
 

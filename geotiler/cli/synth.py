@@ -6,10 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from geotiler.catalog import Catalog, SynthSpec, describe_validation_error
 from geotiler.cli import app
 from geotiler.cli.console import console, progress_bar
 from geotiler.cli.options import (
@@ -19,13 +17,14 @@ from geotiler.cli.options import (
     OverwriteOption,
     QuietOption,
     load_catalog,
+    load_pipeline,
 )
-from geotiler.config import load_pipeline
 from geotiler.errors import CatalogError
 
 MASK_LAYOUTS = ("tiled", "strip")
 
 if TYPE_CHECKING:
+    from geotiler.catalog import Catalog, SynthSpec
     from geotiler.synthetic import SynthResult
 
 
@@ -108,6 +107,10 @@ def synth(
 
 def _resolve_spec(catalog: Catalog, name: str, cli: dict[str, Any]) -> SynthSpec:
     """Command line over the dataset's ``synthetic:`` entry (pipelines have no synth section)."""
+    from pydantic import ValidationError
+
+    from geotiler.catalog import SynthSpec, describe_validation_error
+
     base = catalog.dataset(name).synthetic
     if base is None:
         raise CatalogError(

@@ -20,8 +20,9 @@ from geotiler.cli.options import (
     QuietOption,
     SchedulerOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
 
 if TYPE_CHECKING:
     from geotiler.tiles.schema import StoreAttrs

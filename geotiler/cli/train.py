@@ -19,8 +19,9 @@ from geotiler.cli.options import (
     OverwriteOption,
     QuietOption,
     load_catalog,
+    load_pipeline,
+    resolve_settings,
 )
-from geotiler.config import load_pipeline, resolve_settings
 
 
 @app.command()
@@ -108,6 +109,13 @@ def train(
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto (CUDA when present), cpu, cuda.")] = None,
     workers: Annotated[int | None, typer.Option(min=0, help="DataLoader worker processes.")] = None,
+    reader: Annotated[
+        str | None,
+        typer.Option(
+            help="How tiles are read: auto (the fastest available), native, tensorstore, zarrs "
+            "or zarr."
+        ),
+    ] = None,
     encoder_weights: Annotated[
         Path | None,
         typer.Option(
@@ -182,7 +190,7 @@ def train(
         "optimizer": optimizer, "lr_schedule": lr_schedule, "gamma": gamma,
         "step_size": step_size, "patience": patience, "early_stopping": early_stopping,
         "class_weights": class_weights, "balance": balance, "augment": augment,
-        "max_train_tiles": max_train_tiles, "device": device, "workers": workers,
+        "max_train_tiles": max_train_tiles, "device": device, "workers": workers, "reader": reader,
         "encoder_weights": str(encoder_weights) if encoder_weights else None, "seed": seed,
         "freeze_encoder": freeze_encoder, "encoder_lr_scale": encoder_lr_scale,
         "time": time_budget, "baseline": baseline, "ensemble": ensemble,

@@ -20,6 +20,7 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -30,6 +31,7 @@ from rasterio.windows import Window
 from geotiler.grid import Grid
 from geotiler.io import open_raster
 from geotiler.rescale.rawstrips import RawStrips
+from geotiler.rescale.smallmode import SMALL_PX, numpy_mode
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,14 @@ class UnitResult:
 
 UnitFunction = Callable[[Plan, Unit], UnitResult]
 HIST_EVERY = 8
-"""``near`` reads only the rows it samples; every 8th of them is counted for the histogram."""
+"""``near`` reads only the rows it samples; at most every 8th of them is counted in full for
+the source histogram, fewer on a large mask (:func:`hist_every`)."""
+HIST_SAMPLE_PX = 32_000_000
+"""About how many source pixels ``near`` counts for its (sampled) source histogram."""
+FAST_COUNT_PX = 300_000_000
+"""A run counting at least this many pixels counts them with numba (:func:`counts_fast`)."""
+PAIRS_FROM_PX = 1 << 16
+"""Smaller uint8 arrays are counted by a plain ``np.bincount`` (its 65536 counters cost more)."""
 CHUNK_BYTES = 1 << 20
 """Source bytes ``mode`` reads and reduces at a time: about what stays in a core's L2 cache."""
 
@@ -102,13 +111,9 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
 
     The window is read and reduced a few rows at a time (about ``CHUNK_BYTES``, whole source
     blocks: a tiled source's blocks are decoded once), so the kernel finds them still in cache.
+    A small mask is reduced in NumPy (:mod:`geotiler.rescale.smallmode`): loading numba would
+    cost more than the work.
     """
-    from geotiler.rescale.kernels import (  # numba: lazily
-        PACKED_MAX_FACTOR,
-        mode_kernel,
-        packed_mode_kernel,
-    )
-
     factor = plan.factor or 1
     rows, cols = plan.source_shape
     left = plan.col_off + unit.col_start * factor
@@ -118,7 +123,7 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
     row_bytes = factor * max(c1 - c0, 1) * np.dtype(plan.dtype).itemsize
     whole_blocks = math.lcm(plan.block_rows, factor) // factor  # output rows per block row
     step = -(-max(1, CHUNK_BYTES // row_bytes) // whole_blocks) * whole_blocks
-    packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
+    kernels = None if rows * cols <= SMALL_PX else _Kernels(factor)
     buffers = _pool(plan.token)
     src = buffers.take(min(step, len(out)) * factor, c1 - c0, plan.dtype)
     try:
@@ -132,12 +137,87 @@ def exact_mode(plan: Plan, unit: Unit) -> UnitResult:
                 if len(band) and not (raw is not None and raw.read(r0, c0, band)):
                     dataset.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out=band)
                 args = (plan.nodata, plan.has_nodata, plan.weights, out[i : i + step], hist)
-                if packed is None or not packed(band, top - r0, left - c0, *args):
-                    packed = None  # a 17th value: the general kernel from here on
-                    mode_kernel(band, top - r0, left - c0, factor, *args)
+                if kernels is None and numpy_mode(band, top - r0, left - c0, factor, *args):
+                    continue
+                kernels = kernels or _Kernels(factor)
+                kernels(band, top - r0, left - c0, *args)
     finally:
         buffers.give(src)
     return UnitResult(unit, out, hist)
+
+
+class _Kernels:
+    """The numba kernels for one factor: the packed one while it can, then the general one."""
+
+    def __init__(self, factor: int) -> None:
+        from geotiler.rescale.kernels import (  # numba: lazily
+            PACKED_MAX_FACTOR,
+            mode_kernel,
+            packed_mode_kernel,
+        )
+
+        self.factor = factor
+        self.general = mode_kernel
+        self.packed = packed_mode_kernel(factor) if factor <= PACKED_MAX_FACTOR else None
+
+    def __call__(self, band: np.ndarray, row0: int, col0: int, *args: Any) -> None:
+        if self.packed is None or not self.packed(band, row0, col0, *args):
+            self.packed = None  # a 17th value: the general kernel from here on
+            self.general(band, row0, col0, self.factor, *args)
+
+
+def counts_fast(plan: Plan) -> bool:
+    """Whether a run's histograms are counted by numba's kernel rather than ``np.bincount``.
+
+    ``np.bincount`` widens every uint8 to 8 bytes first (~10 ns a pixel here, two pixels at a
+    time ~5 ns: most of ``near``'s time at full size); the kernel takes ~1.5 ns, once numba is
+    loaded (~1 s of CPU in a fresh process). So: when ``mode`` loads numba anyway, or a run
+    counts ``FAST_COUNT_PX`` or more (the output's pixels, plus for ``near`` every
+    :func:`hist_every`-th sampled source row).
+    """
+    if not plan.n_values:
+        return False
+    rows, cols = plan.source_shape
+    factor = plan.factor or 1
+    if plan.factor is not None and plan.method != "near" and rows * cols > SMALL_PX:
+        return True  # the mode kernels load numba
+    counted = plan.target.rows * plan.target.cols
+    if plan.method == "near":
+        counted += rows * cols // (factor * hist_every(plan))
+    return counted >= FAST_COUNT_PX
+
+
+def hist_every(plan: Plan) -> int:
+    """``near`` counts every n-th sampled row in full: at most ``HIST_SAMPLE_PX`` or so in all.
+
+    Every 8th row would be 1.1 Gpx of the full 300000² mask (~10 s of counting, more than its
+    reads); rows spread evenly over the mask give the class shares as well.
+    """
+    rows, cols = plan.source_shape
+    sampled = rows // (plan.factor or 1) * cols
+    return max(HIST_EVERY, -(-sampled // HIST_SAMPLE_PX))
+
+
+def count_into(values: np.ndarray, hist: np.ndarray, *, fast: bool) -> None:
+    """Add the counts of ``values``' pixels to ``hist`` (one counter per value of the dtype).
+
+    ``fast``: numba's kernel. Else a large uint8 array is counted two pixels at a time (its
+    bytes read as uint16, 65536 counters folded to 256): half the widening, ~2x faster.
+    """
+    if fast and values.size >= 4096:
+        from geotiler.rescale.kernels import count_values  # numba: lazily
+
+        count_values(values.reshape(-1, values.shape[-1]) if values.ndim != 2 else values, hist)
+        return
+    if values.dtype == np.uint8 and hist.shape[0] == 256 and values.size >= PAIRS_FROM_PX:
+        flat = np.ascontiguousarray(values).reshape(-1)
+        even = flat.size - flat.size % 2
+        pairs = np.bincount(flat[:even].view(np.uint16), minlength=1 << 16).reshape(256, 256)
+        hist += pairs.sum(0) + pairs.sum(1)
+        if even < flat.size:
+            hist[flat[-1]] += 1
+        return
+    hist += np.bincount(values.ravel(), minlength=hist.shape[0])
 
 
 def exact_near(plan: Plan, unit: Unit) -> UnitResult:
@@ -147,7 +227,7 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     (:mod:`geotiler.rescale.rawstrips`). Otherwise, where the blocks lie inside the source, GDAL's
     decimating read takes exactly those pixels and reads only the rows they are on; rows of
     partial edge blocks are read one at a time. The source histogram counts every
-    ``HIST_EVERY``-th sampled row in full.
+    :func:`hist_every`-th sampled row in full.
     """
     factor = plan.factor or 1
     rows, cols = plan.source_shape
@@ -164,10 +244,11 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
     inside_cols = (src_cols - half >= 0) & (src_cols - half + factor <= cols)
     c0, c1 = int(src_cols[col_ok[0]]), int(src_cols[col_ok[-1]]) + 1
     by_row = set(row_ok.tolist())
+    fast, every = counts_fast(plan), hist_every(plan)
     with open_raster(plan.source) as dataset, RawStrips.open(dataset) as raw:
         out_cols = slice(int(col_ok[0]), int(col_ok[-1]) + 1)
         if raw is not None and _near_direct(
-            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, out_cols, hist
+            raw, src_rows[row_ok], c0, c1, factor, out, row_ok, out_cols, hist, fast, every
         ):
             return UnitResult(unit, out, hist)
         if inside_cols[col_ok].all() and len(inside_rows):
@@ -179,13 +260,13 @@ def exact_near(plan: Plan, unit: Unit) -> UnitResult:
             by_row -= set(range(a, b))
         line = np.empty((1, c1 - c0), plan.dtype)
         picked = src_cols[col_ok] - c0
-        counted = set(row_ok[::HIST_EVERY].tolist()) if hist is not None else set()
+        counted = set(row_ok[::every].tolist()) if hist is not None else set()
         for k in sorted(by_row | counted):
             dataset.read(1, window=Window(c0, int(src_rows[k]), c1 - c0, 1), out=line)
             if k in by_row:
                 out[k, col_ok] = line[0, picked]
-            if k in counted:
-                _count(line, hist)
+            if k in counted and hist is not None:
+                count_into(line, hist, fast=fast)
     return UnitResult(unit, out, hist)
 
 
@@ -199,6 +280,8 @@ def _near_direct(
     out_rows: np.ndarray,
     out_cols: slice,
     hist: np.ndarray | None,
+    fast: bool,
+    every: int,
 ) -> bool:
     """``near`` by reading each sampled row's span once, straight from the file."""
     line = np.empty((1, c1 - c0), out.dtype)
@@ -207,16 +290,11 @@ def _near_direct(
         if not raw.read(row, c0, line):
             return False
         out[k, out_cols] = line[0, ::factor]  # column c0 is the first sampled one
-        if n % HIST_EVERY == 0:
-            _count(line, counted)
+        if n % every == 0 and counted is not None:
+            count_into(line, counted, fast=fast)
     if hist is not None and counted is not None:
         hist += counted
     return True
-
-
-def _count(values: np.ndarray, hist: np.ndarray | None) -> None:
-    if hist is not None:
-        hist += np.bincount(values.ravel(), minlength=hist.shape[0])
 
 
 def warp_unit(plan: Plan, unit: Unit, resampling: Resampling) -> UnitResult:

@@ -2,13 +2,16 @@
 
 :func:`rescale` plans output windows aligned to the source's block layout (full-width row bands
 for a strip-organised source, tile-aligned windows for a tiled one), computes them in parallel
-with Dask (local threads or a dask.distributed cluster: same graph, byte-identical output) and
-writes them from one writer, in order, as they arrive. Memory is bounded by ``memory_mb``, not by
-the size of the source. How a window is computed is in :mod:`geotiler.rescale.methods`.
+(local threads, or with Dask on a dask.distributed cluster or in processes: the same windows,
+byte-identical output) and writes them from one writer, in order, as they arrive. Dask is
+imported only for a cluster or processes (its import costs a small rescale a sixth of its time).
+Memory is bounded by ``memory_mb``, not by the size of the source. How a window is computed is
+in :mod:`geotiler.rescale.methods`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -16,10 +19,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-import dask
 import numpy as np
 import rasterio
 import rasterio.shutil
@@ -44,8 +47,16 @@ from geotiler.io import (
     write_class_metadata,
 )
 from geotiler.outputs import output_tag
-from geotiler.parallel import use_scheduler
-from geotiler.rescale.methods import METHODS, Plan, Unit, UnitResult, compute_unit, release_buffers
+from geotiler.rescale.methods import (
+    METHODS,
+    Plan,
+    Unit,
+    UnitResult,
+    compute_unit,
+    count_into,
+    counts_fast,
+    release_buffers,
+)
 from geotiler.rescale.plan import Schedule, make_plan, plan_units
 from geotiler.rescale.plan import dst_nodata as dst_nodata_value
 
@@ -53,6 +64,8 @@ log = logging.getLogger(__name__)
 
 Method = Literal["near", "mode", "weighted-mode"]
 Progress = Callable[[int], None]
+ComputeBatch = Callable[[Plan, Sequence[Unit], int], Sequence[UnitResult]]
+LOCAL_SCHEDULERS = (None, "threads", "synchronous")
 MIB = 1 << 20
 SAMPLE_PX = 4_000_000
 FAST_LEVELS: dict[str, dict[str, int]] = {"deflate": {"zlevel": 1}, "zstd": {"zstd_level": 1}}
@@ -207,13 +220,12 @@ def rescale(
             profile = with_creation_options(profile, creation_options)
         for notice in notices:
             log.warning(notice)
-        with use_scheduler(scheduler, workers=workers) as client:
-            threads = _thread_count(client, scheduler, workers)
+        with _executor(scheduler, workers) as (compute, threads):
             schedule = plan_units(plan, layout, memory_mb * MIB // (2 * threads), threads)
             with atomic_output(out, overwrite=overwrite, kind="geotiff", inputs=[source]) as tmp:
                 try:
                     src_hist, out_hist = _write(
-                        tmp, plan, profile, schedule, threads, progress, out_nodata
+                        tmp, plan, profile, schedule, threads, compute, progress, out_nodata
                     )
                 finally:
                     release_buffers(plan.token)
@@ -252,26 +264,41 @@ def writing_profile(
 # -- running and writing ----------------------------------------------------------------------
 
 
-def _thread_count(client: Any, scheduler: str | None, workers: int | None) -> int:
-    if client is not None:
-        return max(1, sum(client.nthreads().values()))
-    if scheduler == "synchronous":
-        return 1
-    return workers or os.cpu_count() or 1
+@contextlib.contextmanager
+def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[ComputeBatch, int]]:
+    """How a batch of windows is computed, and by how many threads in all."""
+    if scheduler in LOCAL_SCHEDULERS:
+        threads = 1 if scheduler == "synchronous" else workers or os.cpu_count() or 1
+        with ThreadPoolExecutor(threads, thread_name_prefix="geotiler-rescale-unit") as pool:
+
+            def compute(plan: Plan, units: Sequence[Unit], start: int) -> list[UnitResult]:
+                return list(pool.map(partial(compute_unit, plan), units))
+
+            yield compute, threads
+        return
+    from geotiler.parallel import use_scheduler
+
+    with use_scheduler(scheduler, workers=workers) as client:
+        threads = workers or os.cpu_count() or 1
+        if client is not None:
+            threads = max(1, sum(client.nthreads().values()))
+        yield _dask_batch, threads
 
 
-def _results(plan: Plan, units: Sequence[Unit], threads: int) -> Iterator[UnitResult]:
+def _results(
+    plan: Plan, units: Sequence[Unit], threads: int, compute: ComputeBatch
+) -> Iterator[UnitResult]:
     """Unit results in order, a batch at a time; the next batch computes while one is written.
 
-    A helper thread drives Dask so the writer (this thread) never stops the workers; at most two
-    batches of ``2 * threads`` windows are in flight, which bounds the memory.
+    A helper thread drives the computing so the writer (this thread) never stops the workers; at
+    most two batches of ``2 * threads`` windows are in flight, which bounds the memory.
     """
     size = 2 * threads
     ahead = ThreadPoolExecutor(1, thread_name_prefix="geotiler-rescale")
     try:
-        pending: Future[tuple[UnitResult, ...]] | None = None
+        pending: Future[Sequence[UnitResult]] | None = None
         for start in range(0, len(units), size):
-            following = ahead.submit(_compute_batch, plan, units[start : start + size], start)
+            following = ahead.submit(compute, plan, units[start : start + size], start)
             if pending is not None:
                 yield from pending.result()
             pending = following
@@ -281,7 +308,9 @@ def _results(plan: Plan, units: Sequence[Unit], threads: int) -> Iterator[UnitRe
         ahead.shutdown(wait=True, cancel_futures=True)
 
 
-def _compute_batch(plan: Plan, units: Sequence[Unit], start: int) -> tuple[UnitResult, ...]:
+def _dask_batch(plan: Plan, units: Sequence[Unit], start: int) -> tuple[UnitResult, ...]:
+    import dask
+
     task = dask.delayed(compute_unit, pure=True)
     keys = [f"rescale-{plan.token}-{start + n}" for n in range(len(units))]
     return dask.compute(*[task(plan, u, dask_key_name=k) for u, k in zip(units, keys, strict=True)])
@@ -343,6 +372,7 @@ def _write(
     profile: dict[str, Any],
     schedule: Schedule,
     threads: int,
+    compute: ComputeBatch,
     progress: Progress | None,
     nodata: Any | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -359,13 +389,14 @@ def _write(
     with rasterio.open(path, "w", **profile) as dataset:
         dataset.update_tags(**output_tag("rescale"))
         writer = _BlockRowWriter(dataset, plan, schedule.units, nodata)
-        results = _results(plan, schedule.units, threads)
+        results = _results(plan, schedule.units, threads, compute)
+        fast = counts_fast(plan)
         for result, advance in zip(results, schedule.advances, strict=True):
             writer.put(result)
             if result.source_hist is not None:
                 src_hist += result.source_hist
             if plan.n_values:
-                out_hist += np.bincount(result.data.ravel(), minlength=plan.n_values)
+                count_into(result.data, out_hist, fast=fast)
             if progress is not None and advance:
                 progress(advance)
     if nodata is not None and 0 <= nodata < len(out_hist) and out_hist[nodata]:

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from geotiler.catalog import ClassTable
 from geotiler.errors import StoreError
 from geotiler.grid import Grid
+from geotiler.tiles.fastread import BatchReader
 from geotiler.tiles.filters import TileIndex
 from geotiler.tiles.schema import (
     FORMAT,
@@ -149,6 +150,7 @@ class TileStore:
         self.path = path
         self._group: Any = zarr.open_group(str(path), mode="r")
         self.attrs: StoreAttrs = attrs_of(self._group)
+        self._readers: dict[tuple[str, int | None], BatchReader] = {}
 
     @classmethod
     def open(cls, path: str | PathLike[str]) -> TileStore:
@@ -190,6 +192,10 @@ class TileStore:
     @property
     def stride(self) -> int:
         return self.attrs.stride
+
+    @property
+    def shard_tiles(self) -> int:
+        return self.attrs.shard_tiles
 
     @property
     def bands(self) -> tuple[str, ...]:
@@ -301,6 +307,25 @@ class TileStore:
         if "source" in self._group["index"].array_keys():
             return self.column("source")
         return np.zeros(len(self), np.uint8)
+
+    def read_many(
+        self,
+        ids: np.ndarray | list[int],
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Tiles ``ids`` (any order, repeats allowed) at once: images ``(n, B, S, S)``, masks.
+
+        The same tiles as :meth:`read`, read in runs through ``backend`` (see
+        :mod:`geotiler.tiles.fastread`) with ``threads`` decoding threads (None: its default),
+        into ``out`` when given.
+        """
+        key = (backend, threads)
+        if key not in self._readers:
+            self._readers[key] = BatchReader(self.path, backend=backend, threads=threads)
+        return self._readers[key].read(ids, out=out)
 
     @cached_property
     def index(self) -> pd.DataFrame:

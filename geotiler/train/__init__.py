@@ -1,6 +1,8 @@
 """Training segmentation models on a tile store (``geotiler train``).
 
-- :mod:`~geotiler.train.data`: the Dataset/sampler over the Zarr store, D4 augmentation
+- :mod:`~geotiler.train.data`: the loaders over the Zarr store (whole batches, read in runs)
+- :mod:`~geotiler.train.batches`: shard-local batch order; :mod:`~geotiler.train.augment`:
+  normalisation and D4 augmentation on the training device
 - :mod:`~geotiler.train.fingerprint`, :mod:`~geotiler.train.recipe`: the store's fingerprint and
   the plan chosen from it (model, batch, lr, loss, weights, how long; robust band statistics)
 - :mod:`~geotiler.train.budget`: training to a time budget (steps that fit, one-cycle over them)

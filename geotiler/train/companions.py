@@ -88,8 +88,9 @@ class Companions:
             out.baseline = fit_store_baseline(
                 fingerprint, store.read, max_pixels=pixels, seed=settings.seed, deadline=deadline
             )
+            val_ids = train_data.val_share(summary.splits["val"], runtime.rank, runtime.world)
             out.referee = BaselineReferee(
-                out.baseline, store.read, summary.splits["val"][runtime.rank :: runtime.world],
+                out.baseline, store.read, val_ids,
                 num_classes=summary.num_classes, nodata=summary.nodata,
                 tile_size=summary.tile_size,
             )  # fmt: skip

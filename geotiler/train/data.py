@@ -1,11 +1,18 @@
 """Feeding tiles from the Zarr tile store to PyTorch.
 
-:class:`TileDataset` keeps only the store's path, the tile ids and the band statistics; each
-DataLoader worker opens the store itself on its first item, so nothing opened is shared across a
-fork. Items are ``{"image": float32 (B, S, S) normalised, "mask": int64 (S, S)}``. Training items
-get a random element of the dihedral group D4 (flips and 90-degree rotations), which keeps labels
-correct. :class:`EpochSampler` draws the tiles of an epoch, by the store's sampling weights when
-balancing is on, reproducibly from ``seed + epoch`` and split across DDP ranks.
+The training loaders (:func:`make_loaders`) read whole batches: :class:`EpochSampler` draws the
+tiles of an epoch (by the store's sampling weights when balancing is on, reproducibly from
+``seed + epoch``), :class:`~geotiler.train.batches.ShardBatchSampler` puts them in shard-local
+order and cuts each DDP rank's share into batches, and :class:`TileBatches` reads a batch's tiles
+in a few runs (:meth:`geotiler.tiles.store.TileStore.read_many`) and returns them as stored:
+``{"image": uint8/int16-as-uint16 (N, B, S, S), "mask": uint8 (N, S, S)}``. Normalisation and
+D4 augmentation happen on the training device (:class:`geotiler.train.augment.DeviceBatches`).
+
+:class:`TileDataset` is the per-tile path (an item is one tile, normalised and augmented in the
+worker), kept for code that wants tiles one at a time.
+
+Datasets keep only the store's path; each DataLoader worker opens the store itself on its first
+item, so nothing opened is shared across a fork.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from geotiler.errors import InputError
+from geotiler.train.augment import as_tensor
+from geotiler.train.batches import OrderedBatches, ShardBatchSampler, rank_span
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +51,8 @@ class StoreSummary:
     path: Path
     bands: tuple[str, ...]
     tile_size: int
+    shard_tiles: int
+    image_dtype: str
     num_classes: int
     nodata: int | None
     band_mean: tuple[float, ...]
@@ -69,6 +80,8 @@ class StoreSummary:
             path=Path(store.path),
             bands=tuple(store.bands),
             tile_size=int(store.tile_size),
+            shard_tiles=int(store.shard_tiles),
+            image_dtype=str(np.dtype(store.image_dtype)),
             num_classes=int(store.num_classes),
             nodata=store.nodata,
             band_mean=tuple(float(v) for v in store.band_mean),
@@ -185,6 +198,10 @@ class EpochSampler(Sampler[int]):
         perms = [torch.randperm(self.size, generator=generator) for _ in range(repeats)]
         return torch.cat(perms)[: self.num_samples]
 
+    def draw(self) -> np.ndarray:
+        """Every rank's positions for the epoch (what the ranks' slices are taken from)."""
+        return self._draw().numpy()
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._draw()[self.rank :: self.world].tolist())
 
@@ -201,40 +218,144 @@ def balanced_weights(weights: np.ndarray) -> np.ndarray | None:
     return weights
 
 
+PREFETCH = 2
+"""Batches each DataLoader worker prepares ahead of the training loop."""
+RING = PREFETCH + 2
+"""Shared-memory batch buffers a worker cycles through."""
+TRANSPORTED = {np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "int32", "float32")}
+"""Image dtypes that travel to the training process as they are stored."""
+
+
+class TileBatches(Dataset[dict[str, torch.Tensor]]):
+    """Batches of tiles of the store at ``path``, as stored; an item is a batch of tile ids.
+
+    In a DataLoader worker a batch lives in a ring of ``RING`` shared-memory buffers: a batch
+    is valid until the worker has served ``RING`` more (copy it to keep it longer; the
+    training loop and :class:`~geotiler.train.augment.DeviceBatches` use each batch at once).
+
+    Args:
+        path: the tile store.
+        reader: the tile reader backend (``auto``: the fastest that reads the store; see
+            :mod:`geotiler.tiles.fastread`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, reader: str = "auto") -> None:
+        self.path = Path(path)
+        self.reader = reader
+        self._store: Any = None
+        self._threads: int | None = None
+        self._in_worker = False
+        self._shapes: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+        self._dtype = np.dtype(np.uint8)
+        self._ring: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._served = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_store": None, "_ring": [], "_served": 0}
+
+    def _open(self) -> Any:
+        self._in_worker = torch.utils.data.get_worker_info() is not None
+        if self._in_worker:
+            # A worker is one of several processes: one decoding thread each (Blosc's own
+            # threads would only contend with the other workers for the cores).
+            from numcodecs import blosc
+
+            blosc.use_threads = False
+            self._threads = 1
+        store = open_store(self.path)
+        self._shapes = (
+            (len(store.bands), store.tile_size, store.tile_size),
+            (store.tile_size, store.tile_size),
+        )
+        self._dtype = np.dtype(store.image_dtype)
+        return store
+
+    def __getitem__(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        if self._store is None:
+            self._store = self._open()
+        if self._dtype not in TRANSPORTED:
+            images, masks = self._store.read_many(ids, backend=self.reader, threads=self._threads)
+            return {"image": as_tensor(images), "mask": torch.from_numpy(masks)}
+        image, mask = self._buffers(len(ids))
+        out = (image.numpy().view(self._dtype), mask.numpy())
+        self._store.read_many(ids, backend=self.reader, threads=self._threads, out=out)
+        return {"image": image, "mask": mask}
+
+    def _buffers(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where a batch is decoded: in a worker, the next of a ring of shared-memory buffers.
+
+        Decoding straight into shared memory spares DataLoader its copy of each batch, and
+        reusing the memory spares fresh pages (each a page fault: together ~3 ms a 10-band
+        tile). A worker is at most ``PREFETCH`` batches ahead of the training loop,
+        so a buffer is rewritten ``RING`` batches later, after its batch has been used.
+        """
+        shapes = ((count, *self._shapes[0]), (count, *self._shapes[1]))
+        if not self._in_worker:
+            image = as_tensor(np.empty(shapes[0], self._dtype))
+            return image, torch.empty(shapes[1], dtype=torch.uint8)
+        slot = self._served % RING
+        self._served += 1
+        if slot >= len(self._ring) or self._ring[slot][0].shape != shapes[0]:
+            image = as_tensor(np.empty(shapes[0], self._dtype)).share_memory_()
+            pair = (image, torch.empty(shapes[1], dtype=torch.uint8).share_memory_())
+            if slot < len(self._ring):
+                self._ring[slot] = pair
+            else:
+                self._ring.append(pair)
+        return self._ring[slot]
+
+
+def val_share(ids: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """DDP rank ``rank``'s validation tiles of ``ids``, in the order its loader serves them."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids[rank_span(len(ids), rank, world)]
+
+
 def make_loaders(
     summary: StoreSummary,
     *,
     batch_size: int,
     workers: int,
-    augment: bool,
     balance: bool,
     seed: int,
     num_samples: int | None = None,
     pin_memory: bool = False,
     rank: int = 0,
     world: int = 1,
-    norm: Any = None,
-) -> tuple[DataLoader[dict[str, torch.Tensor]], DataLoader[dict[str, torch.Tensor]], EpochSampler]:
-    """Train and validation loaders (validation: each rank its own disjoint slice, in order).
+    reader: str = "auto",
+) -> tuple[
+    DataLoader[dict[str, torch.Tensor]], DataLoader[dict[str, torch.Tensor]], ShardBatchSampler
+]:
+    """Train and validation loaders of raw batches (see the module docstring).
 
-    ``norm`` (a :class:`~geotiler.train.fingerprint.BandNorm`) replaces the store's statistics.
+    Training batches are in shard-local order; validation batches are each rank's contiguous
+    share of the validation tiles (:func:`val_share`), in order. Batches are prefetched (two
+    per worker) and, with ``pin_memory``, copied to page-locked memory for fast transfers to
+    the GPU. Normalisation is the caller's (:class:`~geotiler.train.augment.DeviceBatches`).
     """
-    common: dict[str, Any] = {"mean": summary.band_mean, "std": summary.band_std}
-    if norm is not None:
-        common = {"mean": norm.mean, "std": norm.std, "low": norm.low, "high": norm.high}
     train_ids = summary.splits["train"]
-    train_set = TileDataset(summary.path, train_ids, augment=augment, **common)
-    val_set = TileDataset(summary.path, summary.splits["val"][rank::world], **common)
     weights = balanced_weights(summary.sampling_weights) if balance else None
-    sampler = EpochSampler(
-        len(train_ids), num_samples=num_samples, weights=weights, seed=seed, rank=rank, world=world
+    draw = EpochSampler(len(train_ids), num_samples=num_samples, weights=weights, seed=seed)
+    sampler = ShardBatchSampler(
+        train_ids,
+        shard_tiles=summary.shard_tiles,
+        batch_size=batch_size,
+        draw=draw,
+        seed=seed,
+        rank=rank,
+        world=world,
     )
+    val = OrderedBatches(val_share(summary.splits["val"], rank, world), batch_size=batch_size)
     options: dict[str, Any] = {
-        "batch_size": batch_size,
+        "batch_size": None,  # items are whole batches
         "num_workers": workers,
         "pin_memory": pin_memory,
         "persistent_workers": workers > 0,
+        "prefetch_factor": PREFETCH if workers > 0 else None,
     }
-    train = DataLoader(train_set, sampler=sampler, **options)
-    val = DataLoader(val_set, shuffle=False, **options)
-    return train, val, sampler
+    dataset = TileBatches(summary.path, reader=reader)
+    return (
+        DataLoader(dataset, sampler=sampler, **options),
+        DataLoader(dataset, sampler=val, **options),
+        sampler,
+    )

@@ -15,12 +15,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from geotiler.catalog import ClassTable
+
+if TYPE_CHECKING:  # evaluate scores maps with this module and needs no torch
+    from torch import Tensor
 
 
 def confusion_matrix(
@@ -33,7 +35,7 @@ def confusion_matrix(
     if nodata is not None:
         keep &= truth != nodata
     index = truth[keep] * num_classes + guess[keep]
-    counts = torch.bincount(index, minlength=num_classes * num_classes)
+    counts = index.bincount(minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
 

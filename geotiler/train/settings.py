@@ -17,6 +17,7 @@ from geotiler.config import StageSettings
 OptimizerName = Literal["adam", "adamw", "sgd"]
 LrScheduleName = Literal["none", "plateau", "step", "cosine", "onecycle"]
 DeviceName = Literal["auto", "cpu", "cuda"]
+ReaderName = Literal["auto", "native", "tensorstore", "zarrs", "zarr"]
 NormalisationName = Literal["robust", "store"]
 PIXEL_MODEL = "pixel-gbm"
 """``--model pixel-gbm``: the pixel baseline is the model (no network is trained)."""
@@ -65,6 +66,9 @@ class TrainSettings(StageSettings):
     augment: bool = Field(default=True, description="random flips and 90-degree rotations")
     early_stopping: int = Field(default=0, ge=0, description="epochs without gain; 0 = off")
     workers: int = Field(default=0, ge=0)
+    reader: ReaderName = Field(
+        default="auto", description="how tiles are read (geotiler.tiles.fastread); auto: fastest"
+    )
     device: DeviceName = "auto"
     amp: bool = Field(default=True, description="mixed precision on CUDA")
     seed: int = 0

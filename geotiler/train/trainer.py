@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from geotiler.errors import InputError, TrainingError
 from geotiler.interrupts import deferred
 from geotiler.train import distributed, run_state
+from geotiler.train.augment import DeviceBatches
 from geotiler.train.baseline import import_lightgbm
 from geotiler.train.budget import budget_schedule, format_duration
 from geotiler.train.checkpoint import read_checkpoint, save_checkpoint
@@ -151,14 +152,21 @@ class _Run:
             self.summary,
             batch_size=int(settings.batch_size or 1),
             workers=settings.workers,
-            augment=settings.augment,
             balance=settings.balance,
             seed=settings.seed,
             num_samples=settings.max_train_tiles,
             pin_memory=cuda,
             rank=runtime.rank,
             world=runtime.world,
-            norm=self.norm,
+            reader=settings.reader,
+        )
+        self.device_batches = DeviceBatches(
+            self.norm.mean,
+            self.norm.std,
+            low=self.norm.low,
+            high=self.norm.high,
+            dtype=self.summary.image_dtype,
+            device=runtime.device,
         )
         ctx = LossContext(self.summary.num_classes, self.summary.nodata, plan.class_weights)
         self.loss = build_loss(str(settings.loss), ctx)
@@ -327,7 +335,9 @@ class _Run:
             self.callbacks.on_epoch_start(epoch, batches)
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
         for batch in self._batches(epoch):
-            image, mask = self._to_device(batch)
+            image, mask = self.device_batches(
+                batch["image"], batch["mask"], augment=self.settings.augment
+            )
             with self._autocast():
                 loss = self.loss(self.model(image), mask)
             self._check_finite(loss, epoch)
@@ -375,7 +385,7 @@ class _Run:
         total = torch.zeros(2, dtype=torch.float64, device=self.runtime.device)
         drawing, self._shown = self.log.board is not None and self.log.board.active, ()
         for batch in self.val_loader:
-            image, mask = self._to_device(batch)
+            image, mask = self.device_batches(batch["image"], batch["mask"], augment=False)
             with self._autocast():
                 logits = self.model(image)
             total[0] += self.loss(logits.float(), mask).double() * image.shape[0]
@@ -390,13 +400,6 @@ class _Run:
         distributed.all_sum(self.runtime, total)
         members = self.referee.finish(self.runtime) if self.referee is not None else {}
         return float(total[0] / total[1].clamp_min(1)), matrix.cpu().numpy(), members
-
-    def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self.runtime.device
-        image = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda":
-            image = image.contiguous(memory_format=torch.channels_last)
-        return image, batch["mask"].to(device, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.amp:

@@ -44,6 +44,7 @@ class FakeStore:
         self._weight = arrays["weight"]
         self.tile_size = int(meta["tile_size"])
         self.stride = self.tile_size
+        self.shard_tiles = 8
         self.bands = tuple(meta["bands"])
         self.image_dtype = self._images.dtype
         self.classes = ClassTable.model_validate(meta["classes"])
@@ -73,6 +74,20 @@ class FakeStore:
 
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self._images[i].copy(), self._masks[i].copy()
+
+    def read_many(
+        self,
+        ids: np.ndarray,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        out: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(ids, dtype=np.int64)
+        if out is None:
+            return self._images[ids].copy(), self._masks[ids].copy()
+        out[0][...], out[1][...] = self._images[ids], self._masks[ids]
+        return out
 
     def column(self, name: str) -> np.ndarray:
         """The index columns the recipe reads, computed from the tiles."""
@@ -130,7 +145,14 @@ def fake_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_fake_store(tmp_path / "tiles.fake")
 
 
-def make_real_store(folder: Path, *, size_px: int = 36, scene_px: int = 180, seed: int = 0) -> Path:
+def make_real_store(
+    folder: Path,
+    *,
+    size_px: int = 36,
+    scene_px: int = 180,
+    seed: int = 0,
+    shard_tiles: int | None = None,
+) -> Path:
     """A real Zarr store made by the tile stage from a small 3-band scene and its mask."""
     from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 
@@ -151,7 +173,9 @@ def make_real_store(folder: Path, *, size_px: int = 36, scene_px: int = 180, see
     scene = _write_tif(folder / "scene.tif", image)
     mask_path = _write_tif(folder / "mask.tif", mask[np.newaxis], nodata=0)
     inputs = TileInputs.seasons({"april": scene}, mask_path, CLASSES, bands=("B02", "B03", "B04"))
-    settings = TileSettings(size=size_px, split="block:0.6,0.4,0", block_tiles=1, seed=seed)
+    settings = TileSettings(
+        size=size_px, split="block:0.6,0.4,0", block_tiles=1, seed=seed, shard_tiles=shard_tiles
+    )
     make_tiles(inputs, folder / "tiles.zarr", settings)
     return folder / "tiles.zarr"
 

@@ -29,14 +29,14 @@ def test_train_one_epoch_prints_the_class_table(
     runner: CliRunner, real_store: Path, tiny_preset: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    result = runner.invoke(
-        app, ["train", str(real_store), "-m", str(tiny_preset), "--epochs", "1", "-o", str(run)]
-    )
+    args = ["train", str(real_store), "-m", str(tiny_preset), "--epochs", "1", "-o", str(run)]
+    result = runner.invoke(app, [*args, "--reader", "zarr"])  # the plain-zarr fallback reader
     assert result.exit_code == 0, result.output
     assert "best epoch 1 of 1" in result.output
     assert "forest" in result.output and "mIoU" in result.output
     raw = torch.load(run / "best.pt", weights_only=True)
     assert raw["settings"]["batch_size"] == 8  # from the preset
+    assert raw["settings"]["reader"] == "zarr"
     assert raw["store"] == str(real_store)
 
 

@@ -100,12 +100,13 @@ def test_unweighted_sampler_is_a_permutation() -> None:
 
 def test_loaders_balance_with_the_store_weights(fake_store: Path) -> None:
     summary = StoreSummary.read(fake_store)
-    train, val, sampler = make_loaders(
-        summary, batch_size=4, workers=0, augment=False, balance=True, seed=0
-    )
-    assert sampler.weights is not None
-    assert len(val.dataset) == len(summary.splits["val"])  # type: ignore[arg-type]
-    assert next(iter(train))["image"].shape == (4, 3, 36, 36)
+    train, val, sampler = make_loaders(summary, batch_size=4, workers=0, balance=True, seed=0)
+    assert sampler.draw.weights is not None  # type: ignore[attr-defined]
+    assert sum(len(b["mask"]) for b in val) == len(summary.splits["val"])
+    batch = next(iter(train))
+    assert batch["image"].shape == (4, 3, 36, 36)
+    assert batch["image"].dtype == torch.int16  # uint16 as stored, same bits
+    assert batch["mask"].dtype == torch.uint8
 
 
 def test_a_split_without_tiles_is_an_error(fake_store_factory: Callable[..., Path]) -> None:

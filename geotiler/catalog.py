@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -356,21 +357,26 @@ def _locate(path: str | os.PathLike[str] | None) -> tuple[Path, bool]:
     return Path(str(packaged)), True
 
 
-def describe_validation_error(exc: ValidationError, *, root: str = "") -> str:
+def describe_validation_error(
+    exc: ValidationError, *, root: str = "", known: Iterable[str] = ()
+) -> str:
     """The most helpful pydantic error as ``key.path: message`` (the rest counted).
 
     An unknown key comes first, named with its closest known key: a misspelt required key also
     reports the real one as missing, and "unknown key 'clas_table' (typo? did you mean
     'class_table'?)" says what to fix where "required key is missing" does not. Pydantic's own
     wording ("Value error, ...", "(top level)") never reaches the user. ``root`` prefixes the key
-    (a pipeline's stage name), or stands alone for an error of the whole model.
+    (a pipeline's stage name), or stands alone for an error of the whole model. ``known`` are the
+    model's own keys, for a hint when the misspelt key is an optional one (nothing is missing).
     """
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
     *parent, last = [str(part) for part in first["loc"]] or [""]
     if first["type"] == "extra_forbidden":
         missing = [str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"]]
-        close = difflib.get_close_matches(last, missing, n=1)
+        close = difflib.get_close_matches(last, missing, n=1) or (
+            difflib.get_close_matches(last, list(known), n=1) if not parent else []
+        )
         hint = f" did you mean {close[0]!r}?" if close else ""
         key, message = (
             ".".join([root, *parent] if root else parent),

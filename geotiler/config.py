@@ -71,4 +71,6 @@ def resolve_settings(
         return model.model_validate(merged)
     except ValidationError as exc:
         where = (pipeline or {}).get("__file__", "settings")
-        raise CatalogError(f"{where}: {describe_validation_error(exc, root=stage)}") from exc
+        raise CatalogError(
+            f"{where}: {describe_validation_error(exc, root=stage, known=model.model_fields)}"
+        ) from exc

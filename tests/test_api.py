@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_geotiff
 
 import geotiler
 from geotiler.errors import CatalogError, InputError
 from geotiler.progress import no_progress
+from tests.conftest import write_geotiff
 
 REPO = Path(__file__).parents[1]
 TINY = "architecture: unet\narguments: {widths: [4, 8, 16]}\ntrain: {batch_size: 8, lr: 0.01}\n"

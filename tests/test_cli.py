@@ -24,6 +24,12 @@ def test_version(runner) -> None:
     assert __version__ in result.output
 
 
+def test_shell_completion_is_offered(runner) -> None:
+    assert "--install-completion" in runner.invoke(app, ["--help"]).output
+    script = runner.invoke(app, ["--show-completion", "bash"], prog_name="geotiler")
+    assert script.exit_code == 0 and "_geotiler_completion" in script.output
+
+
 def test_every_command_has_help_with_an_example(runner) -> None:
     names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
     assert "info" in names

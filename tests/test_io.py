@@ -5,7 +5,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import write_geotiff
 
 from geotiler.catalog import Catalog
 from geotiler.errors import InputError, OutputExistsError, RasterError
@@ -18,6 +17,7 @@ from geotiler.io import (
     write_class_metadata,
 )
 from geotiler.outputs import output_tag
+from tests.conftest import write_geotiff
 
 REPO_CATALOG = Path(__file__).parents[1] / "data_catalog.yaml"
 

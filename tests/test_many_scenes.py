@@ -16,11 +16,11 @@ import pytest
 import rasterio
 import xarray as xr
 from affine import Affine
-from conftest import write_geotiff
 from PIL import Image
 
 from geotiler.cli import app
 from geotiler.tiles.store import TileStore
+from tests.conftest import write_geotiff
 
 TINY = "architecture: unet\narguments: {widths: [4, 8]}\ntrain: {batch_size: 4, lr: 0.01}\n"
 COLOURS = {0: (0, 0, 0), 1: (60, 16, 152), 2: (132, 41, 246), 3: (226, 169, 41)}

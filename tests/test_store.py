@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_geotiff  # at import: later conftests (train/, view/) take the name
 
 import geotiler.tiles.writer
 from geotiler.cli import app
@@ -15,6 +14,7 @@ from geotiler.errors import OutputExistsError, StoreError
 from geotiler.tiles.classes import classes_from_values
 from geotiler.tiles.run import TileInputs, TileSettings, make_tiles
 from geotiler.tiles.store import TileStore
+from tests.conftest import write_geotiff  # at import: later conftests (train/, view/) take the name
 
 CLASSES_YAML = """
 nodata: 0

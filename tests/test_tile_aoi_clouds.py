@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-from conftest import ORIGIN, UTM31
 
 from geotiler.cli import app
 from geotiler.tiles.layout import tile_offsets
 from geotiler.tiles.read import CLOUD_VALUES
 from geotiler.tiles.store import TileStore
+from tests.conftest import ORIGIN, UTM31
 
 SIDE_PX, TILE_PX, PIXEL_M = 128, 32, 10.0
 

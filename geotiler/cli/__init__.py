@@ -78,7 +78,7 @@ app = typer.Typer(
     help="Satellite scenes and land-cover masks to training tiles, models and georeferenced maps.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # geotiler --install-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",
 )
 

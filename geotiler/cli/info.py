@@ -59,6 +59,7 @@ def info(
         if not quiet:
             _print_model(model)
         return
+
     from geotiler.info import raster_info
 
     details = raster_info(path, sample_px=sample_px)

@@ -53,20 +53,6 @@ def load_catalog(path: Path | None) -> Catalog:
     return Catalog.load(path)
 
 
-def load_pipeline(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """:func:`geotiler.config.load_pipeline`, imported when called."""
-    from geotiler.config import load_pipeline as load
-
-    return load(path)
-
-
-def resolve_settings(model: type[Settings], **options: Any) -> Settings:
-    """:func:`geotiler.config.resolve_settings`, imported when called."""
-    from geotiler.config import resolve_settings as resolve
-
-    return resolve(model, **options)
-
-
 CreationOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -84,3 +70,17 @@ def creation_options(values: list[str] | None) -> dict[str, str] | None:
     from geotiler.creation_options import parse_creation_options
 
     return parse_creation_options(values) or None
+
+
+def load_pipeline(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """:func:`geotiler.config.load_pipeline`, imported when called."""
+    from geotiler.config import load_pipeline as load
+
+    return load(path)
+
+
+def resolve_settings(model: type[Settings], **options: Any) -> Settings:
+    """:func:`geotiler.config.resolve_settings`, imported when called."""
+    from geotiler.config import resolve_settings as resolve
+
+    return resolve(model, **options)

@@ -157,10 +157,6 @@ def test_the_schedule_follows_the_planned_steps() -> None:
     assert budget_schedule(optimizer, "plateau", budget) is None
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="QUARANTINED (see the closing note): failed on a VM at load 10 (timing)",
-)
 @pytest.mark.slow
 def test_a_run_given_20_s_ends_within_20_s_and_one_validation(
     fake_store_factory, tmp_path: Path

@@ -24,7 +24,7 @@ pytest.importorskip("bokeh")
 pytest.importorskip("rio_tiler")
 webdriver = pytest.importorskip("selenium.webdriver")
 
-from conftest import serve, view_sources  # noqa: E402
+from tests.view.conftest import serve, view_sources  # noqa: E402
 
 pytestmark = pytest.mark.slow  # seconds each: a browser, or training
 

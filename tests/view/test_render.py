@@ -14,11 +14,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("rio_tiler")
 
-from conftest import TRANSFORM, write_tif
-
 from geotiler.cli import app
 from geotiler.view import render
 from geotiler.view.grid import TILE_PX, ViewGrid
+from tests.view.conftest import TRANSFORM, write_tif
 
 
 def test_pyramid_starts_at_the_scene_corner_with_native_pixels() -> None:

@@ -14,7 +14,7 @@ import rasterio
 pytest.importorskip("bokeh")
 pytest.importorskip("rio_tiler")
 
-from conftest import serve, view_sources
+from tests.view.conftest import serve, view_sources
 
 
 def _get(url: str) -> tuple[int, bytes]:

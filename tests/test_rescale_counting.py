@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.errors import RasterioIOError
 
 from geotiler.grid import Grid
 from geotiler.rescale import methods, rescale
@@ -117,3 +118,29 @@ def test_near_source_shares_follow_the_mask(write_raster, blobby_mask, tmp_path,
     for value, count in truth.items():
         share = result.source_counts.get(value, 0) / counted
         assert abs(share - count / mask.size) < 0.05
+
+
+def test_near_inflates_only_the_strips_it_samples(blobby_mask, tmp_path) -> None:
+    """Every strip near does not sample is garbage: near still succeeds, mode cannot."""
+    mask = blobby_mask(200, 300, seed=4)
+    source = _deflate_strips(tmp_path / "mask.tif", mask)
+    with rasterio.open(source) as dataset:
+        spans = [
+            (
+                int(dataset.get_tag_item(f"BLOCK_OFFSET_0_{row}", "TIFF", bidx=1)),
+                int(dataset.get_tag_item(f"BLOCK_SIZE_0_{row}", "TIFF", bidx=1)),
+            )
+            for row in range(200)
+        ]
+    sampled = {(2 * i + 1) * 10 // 2 for i in range(20)}  # floor((i + 0.5) * 10)
+    with open(source, "r+b") as file:
+        for row, (offset, size) in enumerate(spans):
+            if row not in sampled:
+                file.seek(offset)
+                file.write(b"\xff" * size)
+    target = Grid.from_raster(source).zoom_out(10)
+    rescale(source, target, tmp_path / "near.tif", method="near")
+    with rasterio.open(tmp_path / "near.tif") as dataset:
+        np.testing.assert_array_equal(dataset.read(1), mask[sorted(sampled)][:, 5::10])
+    with pytest.raises(RasterioIOError):  # the garbage strips cannot be inflated
+        rescale(source, target, tmp_path / "mode.tif", method="mode")

@@ -67,8 +67,10 @@ def evaluate(
     A folder (or glob) of maps is scored against a folder of masks: pairs by file stem, scores per
     pair and overall (from the summed confusion matrix) in metrics.json and pairs.csv.
 
-    Examples: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/],
-    [bold]geotiler evaluate maps/ --truth masks/ -o report/[/]
+    \b
+    Examples:
+      [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
+      [bold]geotiler evaluate maps/ --truth masks/ -o report/[/]
     """
     cat = load_catalog(catalog)
     prediction = prediction or cat.output_path("predict", dataset)

@@ -148,10 +148,12 @@ def tile(
     Each tile's cloud fraction comes from the scene's cloud mask (the catalog's or --clouds),
     else from a spectral test on bands B02, B03, B04; --filter cloud drops cloudy tiles.
 
-    Examples: [bold]geotiler tile --size 300 --filter water-only[/],
-    [bold]geotiler tile images/ --mask masks/ -o tiles.zarr[/],
-    [bold]geotiler tile "chips/*.jpg" --mask "chips/*_mask.png" --classes classes.json[/],
-    [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/].
+    \b
+    Examples:
+      [bold]geotiler tile --size 300 --filter water-only[/]
+      [bold]geotiler tile images/ --mask masks/ -o tiles.zarr[/]
+      [bold]geotiler tile "chips/*.jpg" --mask "chips/*_mask.png" --classes classes.json[/]
+      [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/]
     """
     from geotiler.tiles.decisions import export_index
     from geotiler.tiles.footprints import check_index_path

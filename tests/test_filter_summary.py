@@ -39,3 +39,20 @@ def test_an_empty_split_is_warned_about_even_when_quiet(runner, tmp_path: Path) 
     result = runner.invoke(app, [*args, "--split", "block:1,0,0"])
     assert result.exit_code == 0, result.output
     assert "warning: no kept tile in the val and test split(s)" in result.output
+
+
+def test_buffer_drops_are_explained_in_the_summary(runner, tmp_path: Path) -> None:
+    """Overlapping tiles next to another split are dropped; the summary says why."""
+    scene, mask = make_pair(tmp_path)
+    out = tmp_path / "t.zarr"
+    args = ["tile", str(scene), "--mask", str(mask), "--size", "32", "--overlap", "16"]
+    result = runner.invoke(
+        app,
+        [*args, "-o", str(out), "--split", "block:0.6,0.4,0", "--block-tiles", "3"],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 0, result.output
+    decisions = TileStore.open(out).attrs.decisions
+    assert decisions is not None and decisions.summary["dropped"].get("buffer", 0) > 0
+    [line] = [line for line in result.output.splitlines() if "dropped: buffer" in line]
+    assert "discarded so no pixel is in two splits" in line

@@ -211,6 +211,8 @@ def _command() -> str:
 def print_store_summary(attrs: StoreAttrs) -> None:
     """Scenes and the plan's choices; tiles total, kept, dropped per reason and per split; class
     shares before/after balancing."""
+    from geotiler.tiles.decisions import dropped_label
+
     decisions = attrs.decisions
     if decisions is None or not decisions.summary:
         return
@@ -224,10 +226,7 @@ def print_store_summary(attrs: StoreAttrs) -> None:
     counts.add_row("total", f"{summary['tiles']:,}")
     counts.add_row("kept", f"{summary['kept']:,}")
     for reason, n in summary["dropped"].items():
-        label = f"dropped: {reason}"
-        if reason == "buffer":
-            label += " (overlap a val/test tile)"
-        counts.add_row(label, f"{n:,}")
+        counts.add_row(dropped_label(reason), f"{n:,}")
     for split, n in summary["splits"].items():
         counts.add_row(f"kept in {split}", f"{n:,}")
     console.print(counts)

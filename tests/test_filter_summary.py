@@ -56,3 +56,33 @@ def test_buffer_drops_are_explained_in_the_summary(runner, tmp_path: Path) -> No
     assert decisions is not None and decisions.summary["dropped"].get("buffer", 0) > 0
     [line] = [line for line in result.output.splitlines() if "dropped: buffer" in line]
     assert "discarded so no pixel is in two splits" in line
+
+
+def test_unnamed_bands_are_warned_about_once_with_the_fix(runner, tmp_path: Path, caplog) -> None:
+    """A scene without band names gives band1..bandN: one warning naming the file and the fix."""
+    import rasterio
+    from conftest import write_geotiff
+
+    images, masks = [], []
+    for name in ("a", "b"):
+        scene, mask = make_pair(tmp_path / name)
+        with rasterio.open(scene) as dataset:
+            pixels = dataset.read()
+        images.append(write_geotiff(tmp_path / name / f"{name}.tif", pixels))  # no names
+        masks.append(mask.rename(tmp_path / name / f"{name}_mask.tif"))
+    out = tmp_path / "t.zarr"
+    args = ["tile", *map(str, images), *[f"--mask={m}" for m in masks], "--size", "32", "-q"]
+    result = runner.invoke(app, [*args, "-o", str(out)], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if "bands are not named" in r.getMessage()]
+    assert len(warned) == 1, warned  # once per run, not per scene
+    text = warned[0]
+    assert f"{images[0]}: its 3 bands are not named" in text
+    assert "rio edit-info --bidx 1 --description B02" in text and "bands: list" in text
+    assert TileStore.open(out).attrs.bands == ("band1", "band2", "band3")
+
+    caplog.clear()
+    named, mask = make_pair(tmp_path / "named")
+    ok = runner.invoke(app, ["tile", str(named), "--mask", str(mask), "--size", "32", "-q",
+                             "-o", str(tmp_path / "n.zarr")])  # fmt: skip
+    assert ok.exit_code == 0 and "not named" not in caplog.text

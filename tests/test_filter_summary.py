@@ -9,6 +9,7 @@ from test_api import make_pair
 
 from geotiler.cli import app
 from geotiler.tiles.store import TileStore
+from tests.conftest import write_geotiff
 
 
 def test_filter_replaces_the_list_and_the_summary_shows_what_is_in_force(
@@ -41,8 +42,11 @@ def test_an_empty_split_is_warned_about_even_when_quiet(runner, tmp_path: Path) 
     assert "warning: no kept tile in the val and test split(s)" in result.output
 
 
-def test_buffer_drops_are_explained_in_the_summary(runner, tmp_path: Path) -> None:
+def test_buffer_drops_are_explained_in_the_summary(runner, tmp_path: Path, monkeypatch) -> None:
     """Overlapping tiles next to another split are dropped; the summary says why."""
+    from geotiler.cli.console import console
+
+    monkeypatch.setattr(console, "width", 300)  # one table row a line, whatever ran before
     scene, mask = make_pair(tmp_path)
     out = tmp_path / "t.zarr"
     args = ["tile", str(scene), "--mask", str(mask), "--size", "32", "--overlap", "16"]
@@ -61,7 +65,6 @@ def test_buffer_drops_are_explained_in_the_summary(runner, tmp_path: Path) -> No
 def test_unnamed_bands_are_warned_about_once_with_the_fix(runner, tmp_path: Path, caplog) -> None:
     """A scene without band names gives band1..bandN: one warning naming the file and the fix."""
     import rasterio
-    from conftest import write_geotiff
 
     images, masks = [], []
     for name in ("a", "b"):

@@ -45,7 +45,11 @@ def evaluate(
     ] = None,
     scene: Annotated[
         Path | None,
-        typer.Option("--scene", help="Scene for the quick-look (RGB from B04 B03 B02)."),
+        typer.Option(
+            "--scene",
+            help="Scene for the quick-look, in true colour: bands named B04/B03/B02 or "
+            "red/green/blue, else the file's RGB colour interpretation, else bands 1,2,3.",
+        ),
     ] = None,
     classes: Annotated[
         str | None,

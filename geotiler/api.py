@@ -91,7 +91,10 @@ def rescale_mask(
         config: Pipeline YAML whose ``rescale`` section supplies settings.
         progress: Progress factory ``(label, total, unit) -> context(advance)``.
         **settings: Fields of :class:`geotiler.rescale.RescaleSettings` (``method``, ``factor``,
-            ``resolution``, ``class_weights``, ``memory_mb``, ``cog``...).
+            ``resolution``, ``class_weights``, ``memory_mb``, ``cog``; ``src_nodata``: the
+            mask's nodata, overriding the file's and the class table's; ``dst_nodata``: the
+            output's; ``creation_options``: GDAL creation options as with ``--co``, e.g.
+            ``{"COMPRESS": "ZSTD"}``).
 
     Returns:
         What was written and measured: path, target grid, class shares, Mpx/s.
@@ -255,6 +258,8 @@ def predict(
     classes: Sequence[str | int] | None = None,
     min_confidence: float | None = None,
     bands: Sequence[str] | None = None,
+    src_nodata: float | None = None,
+    dst_nodata: int | None = None,
     confidence: PathArg | None = None,
     probabilities: PathArg | None = None,
     clouds: Sequence[str] = (),
@@ -279,6 +284,10 @@ def predict(
         classes: Map only these classes (names or ids); other pixels are nodata.
         min_confidence: Leave pixels whose top probability is below this as nodata.
         bands: The scenes' band names in file order, when the files do not name them.
+        src_nodata: The scenes' nodata value, overriding the files' (``--src-nodata``): a
+            pixel equal to it in any band is nodata.
+        dst_nodata: The maps' nodata value (``--dst-nodata``; default: the class table's, or
+            255); not a class's id.
         confidence: Also write the top probability here (float32 GeoTIFF).
         probabilities: Also write per-class probabilities here (uint8, value / 254).
         clouds: Cloud masks, ``"SCENE=FILE"`` or a bare file with one scene.
@@ -288,7 +297,8 @@ def predict(
         config: Pipeline YAML whose ``predict`` section supplies settings.
         progress: Progress factory ``(label, total, unit) -> context(advance)``.
         **settings: Fields of :class:`geotiler.predict.PredictSettings` (``overlap``,
-            ``batch_size``, ``tta``, ``cog``, ``device``, ``creation_options``).
+            ``batch_size``, ``tta``, ``cog``, ``device``, ``creation_options``: GDAL
+            creation options as with ``--co``, e.g. ``{"COMPRESS": "ZSTD"}``).
 
     Returns:
         One result per map written: path, grid, pixels per class, tiles, seconds.
@@ -324,6 +334,8 @@ def predict(
         tta=resolved.tta,
         cog=resolved.cog,
         creation_options=resolved.creation_options,
+        src_nodata=src_nodata,
+        dst_nodata=dst_nodata,
         overwrite=overwrite,
     )
     _, results = run_predict(

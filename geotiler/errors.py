@@ -43,6 +43,11 @@ class OutputBusyError(GeotilerError, BlockingIOError):
     """Another geotiler process is writing the same output right now."""
 
 
+class RankStoodDown(GeotilerError):
+    """A torchrun rank leaves because another rank failed and reports why (see
+    :func:`geotiler.train.distributed.agree`); the CLI exits 0 without a word."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on.
 

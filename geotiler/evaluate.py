@@ -233,7 +233,6 @@ def write_quicklook(
     classes: ClassTable,
     *,
     scene: str | PathLike[str] | None = None,
-    rgb_bands: tuple[str, str, str] = ("B04", "B03", "B02"),
 ) -> Path | None:
     """A PNG of (scene,) prediction and truth side by side, with a legend of class names."""
     from geotiler.quicklook import class_name, class_preview, palette, pyplot
@@ -246,9 +245,11 @@ def write_quicklook(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from geotiler.figures import fit_legend, fit_title
+
     panels: list[tuple[str, np.ndarray]] = []
     if scene is not None:
-        panels.append(("scene", _rgb_preview(scene, rgb_bands)))
+        panels.append(("scene", rgb_preview(scene)))
     panels += [("prediction", class_preview(prediction)), ("reference", class_preview(truth))]
     values = sorted(
         set(classes.ids) | {int(v) for _, p in panels if p.ndim == 2 for v in np.unique(p)}
@@ -258,30 +259,29 @@ def write_quicklook(
     if classes.nodata is not None:
         colours[classes.nodata] = (0, 0, 0, 0)
     cmap = ListedColormap(colours)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.6))
-    for ax, (title, image) in zip(np.atleast_1d(axes), panels, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5.6), layout="constrained")
+    for ax, (_, image) in zip(np.atleast_1d(axes), panels, strict=True):
         if image.ndim == 3:
             ax.imshow(image)
         else:
             ax.imshow(image, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title(title)
         ax.set_axis_off()
     handles = [Patch(color=colours[v], label=f"{v} {class_name(classes, v)}") for v in values]
-    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fit_legend(fig, handles, max_columns=4, fontsize=8)
+    for ax, (title, _) in zip(np.atleast_1d(axes), panels, strict=True):
+        fit_title(ax, title)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
-def _rgb_preview(path: str | PathLike[str], rgb_bands: tuple[str, str, str]) -> np.ndarray:
+def rgb_preview(path: str | PathLike[str]) -> np.ndarray:
+    """A scene's colour picture (bands by :func:`geotiler.figures.rgb_band_order`), stretched."""
+    from geotiler.figures import rgb_band_order
+
     with open_raster(path) as dataset:
-        names = [d or "" for d in dataset.descriptions]
-        indexes = (
-            [names.index(b) + 1 for b in rgb_bands]
-            if set(rgb_bands) <= set(names)
-            else [min(3, dataset.count), min(2, dataset.count), 1]
-        )
+        interp = [c.name for c in dataset.colorinterp]
+        indexes = list(rgb_band_order(dataset.descriptions, dataset.count, interp))
         scale = max(1, math.ceil(max(dataset.height, dataset.width) / QUICKLOOK_PX))
         shape = (3, max(1, dataset.height // scale), max(1, dataset.width // scale))
         rgb = dataset.read(indexes, out_shape=shape, resampling=Resampling.average).astype(

@@ -95,20 +95,21 @@ def write_map_quicklook(
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from geotiler.figures import fit_legend, fit_title
+
     colours = palette(table, [v for v, _ in labelled])
     rows = 1 + math.ceil(len(labelled) / 3)
-    fig, ax = plt.subplots(figsize=(7, 6 + 0.25 * rows))
+    fig, ax = plt.subplots(figsize=(7, 6 + 0.25 * rows), layout="constrained")
     masked = np.ma.masked_where(image == nodata, image) if nodata is not None else image
     ax.imshow(masked, cmap=ListedColormap(colours), vmin=0, vmax=255, interpolation="nearest")
-    ax.set_title(Path(map_path).name + (f" ({table.name})" if table is not None else ""))
     ax.set_axis_off()
     handles = [
         Patch(color=colours[v], label=f"{v} {class_name(table, v)}: {100 * n / total:.1f}%")
         for v, n in labelled
     ]
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=8)
-    fig.tight_layout(rect=(0, min(0.4, 0.05 * rows), 1, 1))
+        fit_legend(fig, handles, max_columns=3, fontsize=8)
+    fit_title(ax, Path(map_path).name + (f" ({table.name})" if table is not None else ""))
     with atomic_output(output, overwrite=overwrite) as temporary:
         fig.savefig(temporary, dpi=90, format="png")
     plt.close(fig)

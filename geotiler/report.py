@@ -43,6 +43,7 @@ def write_report(catalog: Catalog, report: PipelineReport) -> Path:
 
 def _tiles_section(store: Path) -> list[str]:
     from geotiler.errors import GeotilerError
+    from geotiler.tiles.decisions import dropped_label
     from geotiler.tiles.store import TileStore
 
     try:
@@ -54,7 +55,7 @@ def _tiles_section(store: Path) -> list[str]:
         return []
     lines = ["## Tiles", "", f"{summary['tiles']} tiles, {summary['kept']} kept.", ""]
     lines += ["| | tiles |", "|---|---:|"]
-    lines += [f"| dropped: {reason} | {n} |" for reason, n in summary["dropped"].items()]
+    lines += [f"| {dropped_label(reason)} | {n} |" for reason, n in summary["dropped"].items()]
     lines += [f"| kept in {split} | {n} |" for split, n in summary["splits"].items()]
     return [*lines, ""]
 

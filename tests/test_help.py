@@ -81,3 +81,22 @@ def test_registry_names_are_appended_once(help_text: str, names, expected: str) 
     finally:
         cli_help.REGISTRIES[("train", "loss")] = saved
     assert loss.help.startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "command", ["evaluate", "filter", "predict", "rescale", "tile", "train", "view"]
+)
+def test_each_example_starts_its_own_line(runner, command: str) -> None:
+    """The Examples are a list, one command a line, not flowed into one paragraph."""
+    import inspect
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    callback = group.commands[command].callback  # type: ignore[attr-defined]
+    examples = re.findall(r"\[bold\](.*?)\[/\]", inspect.getdoc(callback) or "")
+    assert len(examples) >= 2, examples
+    lines = [line.strip() for line in _help(runner, command).splitlines()]
+    assert "Examples:" in lines
+    for example in examples:
+        assert any(line.startswith(example) for line in lines), example

@@ -133,3 +133,38 @@ def test_predict_src_and_dst_nodata(runner, write_raster, model, pixels, tmp_pat
     clash = _predict(runner, scene, model, tmp_path / "x.tif", "--dst-nodata", "2")
     _one_line_error(clash, "--dst-nodata 2: is the class forest of the model")
     assert not (tmp_path / "x.tif").exists()
+
+
+# -- the same through the Python API ------------------------------------------------------------
+
+
+def test_api_rescale_mask_takes_nodata_and_creation_options(write_raster, tmp_path) -> None:
+    import geotiler
+
+    data = np.full((4, 4), 9, np.uint8)
+    data[0, 0] = 1
+    path = write_raster("mask.tif", data, resolution=1)  # the file declares no nodata
+    out = tmp_path / "out.tif"
+    geotiler.rescale_mask(
+        path, out, factor=2, src_nodata=9, dst_nodata=250, creation_options={"COMPRESS": "LZW"}
+    )
+    with rasterio.open(out) as dataset:
+        assert dataset.nodata == 250 and dataset.compression.name.lower() == "lzw"
+        assert dataset.read(1).tolist() == [[1, 250], [250, 250]]
+
+
+def test_api_predict_takes_nodata_and_creation_options(write_raster, model, pixels, tmp_path):
+    import geotiler
+
+    pixels[:, :10] = 7
+    scene = write_raster("scene.tif", pixels)
+    with rasterio.open(scene, "r+") as dataset:
+        dataset.descriptions = ("B04", "B08")
+    out = tmp_path / "map.tif"
+    geotiler.predict(
+        scene, out, model=model, src_nodata=7, dst_nodata=200, creation_options={"COMPRESS": "LZW"}
+    )
+    with rasterio.open(out) as dataset:
+        values = dataset.read(1)
+        assert dataset.nodata == 200 and dataset.compression.name.lower() == "lzw"
+    assert (values[:10] == 200).all() and set(np.unique(values[10:])) <= {1, 2}

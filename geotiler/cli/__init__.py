@@ -15,11 +15,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer
 from typer.core import TyperGroup
 
-from geotiler.errors import GeotilerError, RunInterrupted
+from geotiler.errors import GeotilerError, RankStoodDown, RunInterrupted
 
 
 class _Group(TyperGroup):
-    """Turns a :class:`GeotilerError` into one line on stderr and exit status 1.
+    """Turns a :class:`GeotilerError` into one line on stderr and exit status 1 (a torchrun rank
+    that stood down for another's failure exits 0, silent: that rank reports it).
 
     Ctrl-C (or SIGTERM) is one line saying what became of the outputs, exit status 130; read and
     file-system failures are one line too (see :mod:`geotiler.cli.failures`).
@@ -44,13 +45,18 @@ class _Group(TyperGroup):
 
         try:
             return super().invoke(ctx)
+        except RankStoodDown:
+            raise typer.Exit(0) from None  # another torchrun rank failed and says why
         except GeotilerError as exc:
             _say("error", failures.one_line(str(exc)))
             raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             failures.quiet_after_interrupt()
             told = str(exc) if isinstance(exc, RunInterrupted) else None
-            _say("interrupted", told or failures.interrupted(ctx.invoked_subcommand))
+            # Ctrl-C reaches every torchrun rank (and torchrun stops the others when one
+            # fails): rank 0 alone says it (RANK read here without importing torch).
+            if os.environ.get("RANK", "0") == "0":
+                _say("interrupted", told or failures.interrupted(ctx.invoked_subcommand))
             raise typer.Exit(failures.INTERRUPT_EXIT) from None
         except OSError as exc:  # rasterio's read errors are OSErrors too
             line = failures.describe(exc)

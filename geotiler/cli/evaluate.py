@@ -45,7 +45,11 @@ def evaluate(
     ] = None,
     scene: Annotated[
         Path | None,
-        typer.Option("--scene", help="Scene for the quick-look (RGB from B04 B03 B02)."),
+        typer.Option(
+            "--scene",
+            help="Scene for the quick-look, in true colour: bands named B04/B03/B02 or "
+            "red/green/blue, else the file's RGB colour interpretation, else bands 1,2,3.",
+        ),
     ] = None,
     classes: Annotated[
         str | None,
@@ -67,8 +71,10 @@ def evaluate(
     A folder (or glob) of maps is scored against a folder of masks: pairs by file stem, scores per
     pair and overall (from the summed confusion matrix) in metrics.json and pairs.csv.
 
-    Examples: [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/],
-    [bold]geotiler evaluate maps/ --truth masks/ -o report/[/]
+    \b
+    Examples:
+      [bold]geotiler evaluate landcover.tif --truth mask_10m.tif -o report/[/]
+      [bold]geotiler evaluate maps/ --truth masks/ -o report/[/]
     """
     cat = load_catalog(catalog)
     prediction = prediction or cat.output_path("predict", dataset)

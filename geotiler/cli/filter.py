@@ -59,8 +59,10 @@ def filter_(
     of filters (give every filter you want in force; --no-filters drops them all); the summary
     prints the filters in force. Takes seconds even for large stores.
 
-    Examples: [bold]geotiler filter --filter nodata:0.5 --filter water-only --filter cloud:0.2[/],
-    [bold]geotiler filter work/demo/tiles.zarr --balance median --split block:0.7,0.2,0.1[/].
+    \b
+    Examples:
+      [bold]geotiler filter --filter nodata:0.5 --filter water-only --filter cloud:0.2[/]
+      [bold]geotiler filter work/demo/tiles.zarr --balance median --split block:0.7,0.2,0.1[/]
     """
     from geotiler.tiles.decisions import export_index, refilter
     from geotiler.tiles.footprints import check_index_path

@@ -146,9 +146,11 @@ def predict(
     after the scene, with one model load. Several season files of one grid with a .tif output
     give one map fused per pixel from the seasons that see it clear of clouds.
 
-    Examples: [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/],
-    [bold]geotiler predict images/ -o maps/ --model run/best.pt[/],
-    [bold]geotiler predict apr.tif aug.tif -o map.tif --clouds apr=apr_clouds.tif[/]
+    \b
+    Examples:
+      [bold]geotiler predict scene.tif -o landcover.tif --model run/best.pt --cog[/]
+      [bold]geotiler predict images/ -o maps/ --model run/best.pt[/]
+      [bold]geotiler predict apr.tif aug.tif -o map.tif --clouds apr=apr_clouds.tif[/]
     """
     from geotiler.predict import PredictSettings
 

@@ -91,9 +91,11 @@ def rescale(
     are computed exactly from the mask, matching GDAL's conventions; otherwise GDAL's warper is
     used. Memory stays bounded whatever the size of the mask.
 
-    Examples: [bold]geotiler rescale[/] (the dataset's mask onto its scene grid),
-    [bold]geotiler rescale mask.tif --like scene.tif --method mode -o mask_10m.tif[/],
-    [bold]geotiler rescale mask.tif --factor 10 --method weighted-mode --class-weight 11=4[/].
+    \b
+    Examples:
+      [bold]geotiler rescale[/] (the dataset's mask onto its scene grid)
+      [bold]geotiler rescale mask.tif --like scene.tif --method mode -o mask_10m.tif[/]
+      [bold]geotiler rescale mask.tif --factor 10 --method weighted-mode --class-weight 11=4[/]
     """
     from geotiler.grid import Grid
     from geotiler.io import check_output

@@ -148,10 +148,12 @@ def tile(
     Each tile's cloud fraction comes from the scene's cloud mask (the catalog's or --clouds),
     else from a spectral test on bands B02, B03, B04; --filter cloud drops cloudy tiles.
 
-    Examples: [bold]geotiler tile --size 300 --filter water-only[/],
-    [bold]geotiler tile images/ --mask masks/ -o tiles.zarr[/],
-    [bold]geotiler tile "chips/*.jpg" --mask "chips/*_mask.png" --classes classes.json[/],
-    [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/].
+    \b
+    Examples:
+      [bold]geotiler tile --size 300 --filter water-only[/]
+      [bold]geotiler tile images/ --mask masks/ -o tiles.zarr[/]
+      [bold]geotiler tile "chips/*.jpg" --mask "chips/*_mask.png" --classes classes.json[/]
+      [bold]geotiler tile a.tif b.tif --mask m.tif --clouds a=clouds_a.tif --filter cloud:0.5[/]
     """
     from geotiler.tiles.decisions import export_index
     from geotiler.tiles.footprints import check_index_path
@@ -209,6 +211,8 @@ def _command() -> str:
 def print_store_summary(attrs: StoreAttrs) -> None:
     """Scenes and the plan's choices; tiles total, kept, dropped per reason and per split; class
     shares before/after balancing."""
+    from geotiler.tiles.decisions import dropped_label
+
     decisions = attrs.decisions
     if decisions is None or not decisions.summary:
         return
@@ -222,10 +226,7 @@ def print_store_summary(attrs: StoreAttrs) -> None:
     counts.add_row("total", f"{summary['tiles']:,}")
     counts.add_row("kept", f"{summary['kept']:,}")
     for reason, n in summary["dropped"].items():
-        label = f"dropped: {reason}"
-        if reason == "buffer":
-            label += " (overlap a val/test tile)"
-        counts.add_row(label, f"{n:,}")
+        counts.add_row(dropped_label(reason), f"{n:,}")
     for split, n in summary["splits"].items():
         counts.add_row(f"kept in {split}", f"{n:,}")
     console.print(counts)

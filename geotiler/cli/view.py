@@ -62,9 +62,11 @@ def view(
     probabilities; draw corrections (saved to a GeoPackage as you draw) for
     `geotiler train --corrections`; drop a new scene on the page to predict it.
 
-    Examples: [bold]geotiler view[/] (the default dataset),
-    [bold]geotiler view scene.tif --map landcover.tif --store tiles.zarr --port 8000[/],
-    [bold]geotiler view work/demo/[/].
+    \b
+    Examples:
+      [bold]geotiler view[/] (the default dataset)
+      [bold]geotiler view scene.tif --map landcover.tif --store tiles.zarr --port 8000[/]
+      [bold]geotiler view work/demo/[/]
     """
     from geotiler.view import require_view_packages
 

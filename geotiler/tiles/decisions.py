@@ -35,6 +35,17 @@ from geotiler.tiles.splits import (
 from geotiler.tiles.store import TileStore, check_store, load_index, mark_complete, write_decisions
 
 BUFFER = "buffer"
+# What a drop reason means where it is not a filter's name (summaries and reports say it).
+DROP_MEANINGS = {
+    BUFFER: "tiles overlapping a tile of another split, discarded so no pixel is in two splits "
+    "(no leakage between train, val and test)",
+}
+
+
+def dropped_label(reason: str) -> str:
+    """``dropped: REASON``, with what it means where the name does not say it."""
+    meaning = DROP_MEANINGS.get(reason)
+    return f"dropped: {reason}" + (f" ({meaning})" if meaning else "")
 
 
 @dataclass(frozen=True)

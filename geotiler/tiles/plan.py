@@ -128,7 +128,7 @@ def make_plan(
                 f"{first.count} of {first.dtype}; every image of a store must be alike"
             )
     _check_seasons(scenes)
-    names = _band_names(bands, first.descriptions, first.count)
+    names = _band_names(bands, first.descriptions, first.count, image=scenes[0].image)
     choices: dict[str, Any] = {}
     size = settings.size_px or _choose_size(scenes, choices)
     if settings.overlap_px >= size:
@@ -222,12 +222,21 @@ def _positions(groups: dict[str, tuple[int, int]], size: int) -> int:
 
 
 def _band_names(
-    given: tuple[str, ...], descriptions: tuple[str, ...], count: int
+    given: tuple[str, ...], descriptions: tuple[str, ...], count: int, *, image: Any
 ) -> tuple[str, ...]:
+    """The catalog's names, else the file's band descriptions, else ``band1..bandN`` (warned
+    about once per run: models trained on such a store cannot match a scene's bands by name)."""
     if len(given) == count:
         return given
     if all(descriptions) and len(set(descriptions)) == count:
         return descriptions
+    log.warning(
+        "warning: %s: its %d bands are not named (no distinct band descriptions), so the store "
+        "calls them band1..band%d and predict cannot match a scene's bands by name; name them "
+        "in the file (rio edit-info --bidx 1 --description B02 %s, one call per band) or in "
+        "the catalog dataset's bands: list",
+        image, count, count, image,
+    )  # fmt: skip
     return tuple(f"band{i}" for i in range(1, count + 1))
 
 

@@ -8,12 +8,16 @@ every helper here is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from geotiler.errors import InputError
+from geotiler.errors import GeotilerError, InputError, RankStoodDown
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,3 +88,30 @@ def broadcast_flag(runtime: Runtime, flag: bool) -> bool:
     value = torch.tensor([int(flag)], dtype=torch.int64)
     dist.broadcast(value, src=0)
     return bool(value.item())
+
+
+def agree(runtime: Runtime, action: Callable[[], T]) -> T:
+    """Run ``action`` on every rank and go on only if it succeeded on all of them.
+
+    A :class:`~geotiler.errors.GeotilerError` (bad input, a taken run folder: checks that fail
+    alike on every rank, or that only rank 0 makes) is raised by rank 0, whose message the user
+    sees once; the other ranks raise :class:`~geotiler.errors.RankStoodDown` (the CLI exits 0,
+    silent, so torchrun reports rank 0's failure alone) instead of waiting in the next
+    collective until torchrun kills them. A rank that fails alone raises its own error.
+    """
+    error: GeotilerError | None = None
+    try:
+        value = action()
+    except GeotilerError as exc:
+        error = exc
+    if not runtime.distributed:
+        if error is not None:
+            raise error
+        return value
+    main_ok = broadcast_flag(runtime, error is None)
+    all_ok = bool(all_min(runtime, torch.tensor([int(error is None)])).item())
+    if error is not None and (runtime.is_main or main_ok):
+        raise error
+    if not all_ok:
+        raise RankStoodDown(f"rank {runtime.rank} stood down: another rank failed (it says why)")
+    return value

@@ -173,25 +173,15 @@ def save_confusion(matrix: np.ndarray, classes: ClassTable, folder: Path, stem: 
 
 
 def _plot_confusion(matrix: np.ndarray, names: list[str], path: Path) -> Path | None:
-    try:
-        import matplotlib
+    from geotiler.errors import InputError
+    from geotiler.figures import confusion_figure
+    from geotiler.quicklook import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # optional: pip install geotiler[plots]
+    try:
+        plt = pyplot()
+    except InputError:  # optional: pip install geotiler[plots]
         return None
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=np.float64), where=rows > 0)
-    size = 2 + 0.5 * len(names)
-    fig, ax = plt.subplots(figsize=(size + 2, size))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=60, ha="right")
-    ax.set_yticks(range(len(names)), [n[:18] for n in names])
-    ax.set_xlabel("prediction")
-    ax.set_ylabel("truth")
-    ax.set_title("confusion matrix (row-normalised)")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
+    fig = confusion_figure(matrix, names)
     tmp = path.with_name(f".{path.stem}.partial.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)

@@ -120,12 +120,9 @@ def tile_panel(
 
 def _rgb_indices(bands: tuple[str, ...], count: int) -> list[int]:
     """Red, green and blue bands by name; else the first three (a grey image for fewer)."""
-    from geotiler.train.models.first_conv import band_role
+    from geotiler.figures import rgb_band_order
 
-    roles = {band_role(name): i for i, name in enumerate(bands)}
-    if all(colour in roles for colour in ("red", "green", "blue")):
-        return [roles["red"], roles["green"], roles["blue"]]
-    return [min(i, count - 1) for i in range(3)]
+    return [number - 1 for number in rgb_band_order(bands, count)]
 
 
 def _stretch(rgb: np.ndarray) -> np.ndarray:

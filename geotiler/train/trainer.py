@@ -80,32 +80,39 @@ def train(
         import_lightgbm()
     started = time.monotonic()
     out = Path(run_dir)
-    fingerprint = DataFingerprint.read(store)  # inputs first: a missing store is the error
-    previous = read_checkpoint(out / "last.pt") if resume else None
-    first = int(previous["epoch"]) if previous else 0
-    # The run folder is claimed (checked, locked) and its state recorded: running, interrupted
-    # at epoch k (with how to resume), finished.
-    with run_state.guard(
-        out, store, epochs=settings.epochs or 0, first_epoch=first, resume=resume,
-        overwrite=overwrite, enabled=distributed.is_main_process(),
-    ) as recorder:  # fmt: skip
+    with contextlib.ExitStack() as stack:
         runtime = distributed.start(settings.device)
-        hooks = recorder.wrap(callbacks or Callbacks())
-        try:
-            plan = plan_training(fingerprint, settings, device=runtime.device.type)
-            if runtime.is_main:
-                out.mkdir(parents=True, exist_ok=True)
-                write_json(out / "plan.json", plan.to_dict())
-                if hooks.on_plan:
-                    hooks.on_plan(plan)
-            if plan.is_pixel_model:
-                from geotiler.train.pixel_run import train_pixel_model
+        stack.callback(distributed.stop, runtime)
 
-                return train_pixel_model(fingerprint, out, plan, runtime, started=started)
-            run = _Run(store, out, plan, fingerprint, runtime, previous, hooks, started)
-            return run.fit()
-        finally:
-            distributed.stop(runtime)
+        def claim() -> tuple[DataFingerprint, dict[str, Any] | None, run_state.RunRecorder]:
+            fingerprint = DataFingerprint.read(store)  # inputs first: a missing store is the error
+            previous = read_checkpoint(out / "last.pt") if resume else None
+            # Rank 0 claims the run folder (checked, locked) and records the run's state:
+            # running, interrupted at epoch k (with how to resume), finished.
+            recorder = stack.enter_context(
+                run_state.guard(
+                    out, store, epochs=settings.epochs or 0,
+                    first_epoch=int(previous["epoch"]) if previous else 0, resume=resume,
+                    overwrite=overwrite, enabled=runtime.is_main,
+                )
+            )  # fmt: skip
+            return fingerprint, previous, recorder
+
+        # Under torchrun rank 0 alone reports a failure of these checks; the others stand down.
+        fingerprint, previous, recorder = distributed.agree(runtime, claim)
+        hooks = recorder.wrap(callbacks or Callbacks())
+        plan = plan_training(fingerprint, settings, device=runtime.device.type)
+        if runtime.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "plan.json", plan.to_dict())
+            if hooks.on_plan:
+                hooks.on_plan(plan)
+        if plan.is_pixel_model:
+            from geotiler.train.pixel_run import train_pixel_model
+
+            return train_pixel_model(fingerprint, out, plan, runtime, started=started)
+        run = _Run(store, out, plan, fingerprint, runtime, previous, hooks, started)
+        return run.fit()
 
 
 class _Run:

@@ -114,6 +114,39 @@ def test_torchrun_trains_with_ddp_on_cpu(
     assert torch.load(run / "best.pt", weights_only=True)["epoch"] >= 1
 
 
+@pytest.mark.slow
+def test_torchrun_onto_a_taken_folder_says_so_once_and_every_rank_exits(
+    real_store: Path, tmp_path: Path
+) -> None:
+    """Rank 0 checks the run folder and says it is taken, once; the other rank stands down
+    instead of hanging until torchrun kills it."""
+    run = tmp_path / "taken"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "geotiler", "train", str(real_store), "-o", str(run), "--epochs", "1", "-q",
+        "--device", "cpu",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert output.count("holds files geotiler did not write") == 1, output
+    assert (run / "notes.txt").read_text() == "mine"
+    # Rank 0 failed and said why; rank 1 stood down by itself (not killed after waiting for rank
+    # 0; if torchrun's SIGTERM catches it leaving, it says nothing), and no geotiler traceback:
+    # what is left is torchrun's own report that its worker failed.
+    assert output.count("exitcode  : 1 ") == 1 and "rank      : 0 " in output, output
+    assert "SIGKILL" not in output, output
+    assert "interrupted" not in output and "stood down" not in output, output
+    import geotiler
+
+    package = str(Path(geotiler.__file__).parent)
+    assert not [line for line in output.splitlines() if 'File "' in line and package in line]
+    assert output.count("Traceback") == output.count("ChildFailedError:") <= 1, output
+
+
 def test_an_interrupted_train_says_so_without_a_blank_line(
     runner: CliRunner,
     real_store: Path,

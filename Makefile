@@ -18,8 +18,8 @@ demo: setup
 	$(BIN)/geotiler demo
 
 lint: setup
-	$(BIN)/ruff check geotiler tests benchmarks
-	$(BIN)/ruff format --check geotiler tests benchmarks
+	$(BIN)/ruff check geotiler tests benchmarks examples
+	$(BIN)/ruff format --check geotiler tests benchmarks examples
 
 typecheck: setup
 	$(BIN)/mypy

@@ -110,3 +110,38 @@ def blobby_mask() -> Callable[..., np.ndarray]:
 @pytest.fixture
 def runner() -> CliRunner:
     return CliRunner()
+
+
+def toy_unet_checkpoint(
+    path: Path,
+    classes: Any,
+    *,
+    mean: tuple[float, float] = (300.0, 300.0),
+    std: tuple[float, float] = (100.0, 100.0),
+    num_classes: int = 3,
+) -> Path:
+    """A seeded two-band (B04, B08) U-Net checkpoint over ``classes`` (a ClassTable), 32 px."""
+    import torch
+
+    from geotiler.train.checkpoint import save_checkpoint
+    from geotiler.train.models import get_model
+
+    torch.manual_seed(0)
+    net = get_model("unet", in_channels=2, num_classes=num_classes, widths=[8, 16])
+    payload = {
+        "state_dict": net.state_dict(),
+        "model": {"preset": "t", "architecture": "unet", "arguments": {"widths": [8, 16]}},
+        "bands": ["B04", "B08"], "band_mean": list(mean), "band_std": list(std),
+        "classes": classes.model_dump(mode="json"), "num_classes": num_classes, "nodata": 0,
+        "tile_size": 32,
+    }  # fmt: skip
+    return save_checkpoint(path, payload)
+
+
+def named_two_band_scene(write_raster: WriteRaster, rows: int, cols: int) -> Path:
+    """``scene.tif``: two uint16 bands named B04 and B08 around 300, nodata 0."""
+    data = np.random.default_rng(2).normal(300, 100, (2, rows, cols)).clip(1, None)
+    path = write_raster("scene.tif", data.astype(np.uint16), nodata=0)
+    with rasterio.open(path, "r+") as dataset:
+        dataset.descriptions = ("B04", "B08")
+    return path

@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.cli import app
-from geotiler.train.checkpoint import save_checkpoint
-from geotiler.train.models import get_model
+from tests.conftest import toy_unet_checkpoint
 
 CLASSES = ClassTable(
     name="toy",
@@ -77,16 +75,9 @@ def test_rescale_dst_nodata_rewrites_nodata_only(runner, write_raster, tmp_path)
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    net = get_model("unet", in_channels=2, num_classes=3, widths=[8, 16])
-    payload = {
-        "state_dict": net.state_dict(),
-        "model": {"preset": "t", "architecture": "unet", "arguments": {"widths": [8, 16]}},
-        "bands": ["B04", "B08"], "band_mean": [300.0, 500.0], "band_std": [100.0, 50.0],
-        "classes": CLASSES.model_dump(mode="json"), "num_classes": 3, "nodata": 0,
-        "tile_size": 32,
-    }  # fmt: skip
-    return save_checkpoint(tmp_path / "run" / "best.pt", payload)
+    return toy_unet_checkpoint(
+        tmp_path / "run" / "best.pt", CLASSES, mean=(300.0, 500.0), std=(100.0, 50.0)
+    )
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import torch
 
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.cli import app
 from geotiler.io import read_class_table, write_class_metadata
-from geotiler.train.checkpoint import save_checkpoint
-from geotiler.train.models import get_model
+from tests.conftest import named_two_band_scene, toy_unet_checkpoint
 
 CLASSES = ClassTable(
     name="toy",
@@ -27,25 +25,12 @@ CLASSES = ClassTable(
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    net = get_model("unet", in_channels=2, num_classes=3, widths=[8, 16])
-    payload = {
-        "state_dict": net.state_dict(),
-        "model": {"preset": "t", "architecture": "unet", "arguments": {"widths": [8, 16]}},
-        "bands": ["B04", "B08"], "band_mean": [300.0] * 2, "band_std": [100.0] * 2,
-        "classes": CLASSES.model_dump(mode="json"), "num_classes": 3, "nodata": 0,
-        "tile_size": 32,
-    }  # fmt: skip
-    return save_checkpoint(tmp_path / "run" / "best.pt", payload)
+    return toy_unet_checkpoint(tmp_path / "run" / "best.pt", CLASSES)
 
 
 @pytest.fixture
 def scene(write_raster) -> Path:
-    data = np.random.default_rng(2).normal(300, 100, (2, 50, 60)).clip(1, None)
-    path = write_raster("scene.tif", data.astype(np.uint16), nodata=0)
-    with rasterio.open(path, "r+") as dataset:
-        dataset.descriptions = ("B04", "B08")
-    return path
+    return named_two_band_scene(write_raster, 50, 60)
 
 
 def _without_sidecar(path: Path) -> None:

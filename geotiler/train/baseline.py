@@ -212,8 +212,11 @@ def fit_baseline(
     seed: int = 0,
     rounds: int = MAX_ROUNDS,
     deadline: float | None = None,
+    weights: np.ndarray | None = None,
 ) -> PixelBaseline:
     """LightGBM on ``sample``, early-stopped on a tenth of its tiles; stops at ``deadline``.
+
+    ``weights`` (one per sampled pixel) make some pixels count more, e.g. corrected ones.
 
     ``deadline`` is a :func:`time.monotonic` value: boosting stops at the round it passes
     (the model keeps the rounds done), so a time budget is never overrun by the baseline.
@@ -246,11 +249,24 @@ def fit_baseline(
         "force_row_wise": True,
         "verbosity": -1,
     }
-    train_set = lgb.Dataset(sample.features[~holdout], target[~holdout], free_raw_data=True)
+    weight = None if weights is None else np.asarray(weights, np.float64)
+    train_set = lgb.Dataset(
+        sample.features[~holdout],
+        target[~holdout],
+        weight=None if weight is None else weight[~holdout],
+        free_raw_data=True,
+    )
     callbacks: list[Any] = []
     valid_sets = []
     if holdout.any() and len(np.unique(target[holdout])) > 1:
-        valid_sets = [lgb.Dataset(sample.features[holdout], target[holdout], reference=train_set)]
+        valid_sets = [
+            lgb.Dataset(
+                sample.features[holdout],
+                target[holdout],
+                weight=None if weight is None else weight[holdout],
+                reference=train_set,
+            )
+        ]
         callbacks.append(lgb.early_stopping(EARLY_STOP_ROUNDS, verbose=False))
     if deadline is not None:
         callbacks.append(_stop_at(deadline, lgb))

@@ -61,8 +61,16 @@ def fit_store_baseline(
         deadline=deadline,
     )
     sampled = time.perf_counter() - started
+    weights = None
+    if fingerprint.pixel_weight is not None and len(sample.groups):
+        weights = fingerprint.pixel_weight[sample.groups]  # groups: positions in train_ids
     baseline = fit_baseline(
-        sample, spec, num_classes=fingerprint.num_classes, seed=seed, deadline=deadline
+        sample,
+        spec,
+        num_classes=fingerprint.num_classes,
+        seed=seed,
+        deadline=deadline,
+        weights=weights,
     )
     baseline.info["sample_seconds"] = round(sampled, 2)
     return baseline

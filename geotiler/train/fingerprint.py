@@ -74,6 +74,7 @@ class DataFingerprint:
     tile_class_counts: np.ndarray  # (train tiles, K) labelled pixels per class
     cloud_fraction: np.ndarray | None  # per train tile, None when the store has no cloud data
     balanced: bool  # the train split's sampling weights are not uniform
+    pixel_weight: np.ndarray | None = None  # per train tile, for the baseline (see read)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> DataFingerprint:
@@ -98,6 +99,7 @@ class DataFingerprint:
         )
         weights = np.asarray(store.sampling_weights(train), dtype=np.float64)
         return cls(
+            pixel_weight=_corrected_pixel_weight(store.sources[train], weights),
             path=Path(store.path),
             bands=tuple(store.bands),
             dtype=str(np.dtype(store.image_dtype)),
@@ -204,3 +206,20 @@ def robust_band_stats(
 
 
 __all__ = ["BandNorm", "DataFingerprint", "robust_band_stats"]
+
+
+def _corrected_pixel_weight(sources: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """How much a pixel of each train tile counts in the pixel baseline; None when all count 1.
+
+    Corrected tiles (``train --corrections``) are drawn more often than the tiles they correct
+    (their sampling weight over the largest of the cut tiles'); the baseline, which samples
+    pixels by class, gives their pixels that weight instead, so a correction moves both members.
+    Class balancing stays the baseline's own (its per-class rates), not the sampling weights.
+    """
+    corrected = np.asarray(sources) == 1
+    if not corrected.any():
+        return None
+    top = float(weights[~corrected].max()) if (~corrected).any() else 1.0
+    out = np.ones(len(weights), np.float64)
+    out[corrected] = np.maximum(1.0, weights[corrected] / max(top, 1e-12))
+    return out

@@ -72,6 +72,10 @@ class FakeStore:
     def sampling_weights(self, indices: np.ndarray) -> np.ndarray:
         return self._weight[np.asarray(indices)].astype(np.float64)
 
+    @property
+    def sources(self) -> np.ndarray:  # as TileStore's: every tile cut by `tile`
+        return np.zeros(len(self), np.uint8)
+
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self._images[i].copy(), self._masks[i].copy()
 

@@ -133,6 +133,34 @@ def test_a_deadline_stops_boosting() -> None:
     assert baseline.info["rounds"] <= 2
 
 
+def test_weighted_pixels_win_where_labels_disagree() -> None:
+    # Pixels alike but labelled 1 on most tiles and 2 on "corrected" ones that count 8 times:
+    # unweighted the majority wins, weighted the correction does.
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(2000, 7)).astype(np.float32)
+    corrected = np.arange(2000) % 10 < 2  # a fifth of the pixels
+    labels = np.where(corrected, 2, 1)
+    spec = FeatureSpec(bands=("a",))
+    sample = _sample(labels, features=features)
+
+    def majority(weights: np.ndarray | None) -> int:
+        baseline = fit_baseline(sample, spec, num_classes=3, rounds=40, weights=weights)
+        rows = baseline.predict_rows(rng.normal(size=(500, 7)).astype(np.float32))
+        return int(np.bincount(rows.argmax(axis=1), minlength=3).argmax())
+
+    assert majority(None) == 1
+    assert majority(np.where(corrected, 8.0, 1.0)) == 2
+
+
+def test_corrected_tiles_weigh_as_their_sampling_weight_in_the_baseline() -> None:
+    from geotiler.train.fingerprint import _corrected_pixel_weight
+
+    weights = np.array([1.0, 2.0, 16.0, 16.0])
+    sources = np.array([0, 0, 1, 1], np.uint8)
+    np.testing.assert_allclose(_corrected_pixel_weight(sources, weights), [1, 1, 8, 8])
+    assert _corrected_pixel_weight(np.zeros(4, np.uint8), weights) is None
+
+
 def _sample(labels: np.ndarray, features: np.ndarray | None = None):  # type: ignore[no-untyped-def]
     from geotiler.train.baseline import PixelSample
 

@@ -59,16 +59,17 @@ def test_train_on_corrections_changes_the_map_inside_the_polygon(
     # The corrected class contradicts the patch's spectra (the tiny scene's bands give the
     # class away), so how far argmax moves in a few epochs is luck; the network's belief in
     # the corrected class inside the patch must rise, whichever member the map uses.
-    p_before = _network_probability(tiny_dataset.run, tiny_dataset.scene, target, window)
-    p_after = _network_probability(out, tiny_dataset.scene, target, window)
-    assert p_after > p_before + 0.05, (p_before, p_after)
+    for use in ("network", "baseline"):  # the baseline weighs corrected pixels likewise
+        p_before = _probability(tiny_dataset.run, use, tiny_dataset.scene, target, window)
+        p_after = _probability(out, use, tiny_dataset.scene, target, window)
+        assert p_after > p_before + 0.05, (use, p_before, p_after)
     assert (tiny_dataset.run / "last.pt").is_file()  # the original run is untouched
 
 
-def _network_probability(run: Path, scene: Path, class_id: int, window: Any) -> float:
+def _probability(run: Path, use: str, scene: Path, class_id: int, window: Any) -> float:
     from geotiler.inference import load_predictor
 
-    predictor = load_predictor(run / "last.pt", device="cpu", use="network")
+    predictor = load_predictor(run / "last.pt", device="cpu", use=use)
     with rasterio.open(scene) as src:
         pixels = src.read()[None].astype(np.float32)  # the whole 192 px scene, one batch
     probabilities = predictor(pixels)[0, class_id]

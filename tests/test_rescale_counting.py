@@ -12,7 +12,7 @@ from rasterio.errors import RasterioIOError
 
 from geotiler.grid import Grid
 from geotiler.rescale import methods, rescale
-from geotiler.rescale import run as rescale_run
+from geotiler.rescale import writing as rescale_writing
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -62,7 +62,7 @@ def test_fast_counting_gives_the_same_map_and_counts(
     runs = {}
     for fast in (False, True):
         monkeypatch.setattr(methods, "counts_fast", lambda plan, fast=fast: fast)
-        monkeypatch.setattr(rescale_run, "counts_fast", lambda plan, fast=fast: fast)
+        monkeypatch.setattr(rescale_writing, "counts_fast", lambda plan, fast=fast: fast)
         out = tmp_path / f"{method}_{fast}.tif"
         result = rescale(source, target, out, method=method, memory_mb=16)
         with rasterio.open(out) as dataset:

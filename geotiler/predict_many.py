@@ -28,7 +28,7 @@ from geotiler.predict import (
 )
 from geotiler.predict_engine import check_output_options, map_nodata
 from geotiler.progress import ProgressFactory, no_progress
-from geotiler.tiles.scenes import Scene, parse_cloud_masks, resolve_scenes
+from geotiler.tiles.scenes import Scene, expand_paths, parse_cloud_masks, resolve_scenes
 
 MAP_SUFFIXES = (".tif", ".tiff")
 
@@ -52,8 +52,9 @@ def predict_mode(inputs: Sequence[str | PathLike[str]], output: str | PathLike[s
     output), or one map ``fuse``d from several files of one grid (seasons) into a ``.tif``.
 
     Raises:
-        InputError: a folder or glob of scenes into one ``.tif``.
+        InputError: a scene that does not exist, or a folder or glob of scenes into one ``.tif``.
     """
+    expand_paths(inputs, what="scene")  # a missing file is named as such, not taken for a glob
     files = all(Path(p).is_file() for p in inputs)
     to_file = Path(output).suffix.lower() in MAP_SUFFIXES and not Path(output).is_dir()
     if not to_file:

@@ -82,3 +82,17 @@ def test_short_f_is_not_filter(runner, tmp_path, command) -> None:
 def _text(path: Path) -> Path:
     path.write_text("hello")
     return path
+
+
+def test_predict_of_a_missing_scene_names_it_as_missing(runner, tmp_path: Path) -> None:
+    from geotiler.catalog import ClassInfo, ClassTable
+    from tests.conftest import toy_unet_checkpoint
+
+    classes = ClassTable(name="t", nodata=0, classes=(ClassInfo(id=1, name="a", color="#ff0000"),))
+    model = toy_unet_checkpoint(tmp_path / "m.pt", classes, num_classes=2)
+    for output in ("map.tif", "maps/"):
+        result = runner.invoke(app, ["predict", str(tmp_path / "nope.tif"), "-o",
+                                     str(tmp_path / output), "--model", str(model)])  # fmt: skip
+        assert result.exit_code == 1
+        assert "nope.tif: scene file not found" in result.output, result.output
+    assert not (tmp_path / "maps").exists()

@@ -22,7 +22,8 @@ import numpy as np
 import zarr
 from affine import Affine
 
-from geotiler.errors import InputError, OutputExistsError, StoreError
+from geotiler.errors import InputError, StoreError
+from geotiler.outputs import check_output, clear, writes
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ FINE_TUNE_LR_FACTOR = 0.3
 STAT_COLUMNS = ("scene", "row", "col", "valid_px", "cloudy_px", "class_counts")
 
 
+@writes("store_path", "store", keep=True)  # one writer: two fine-tunes on a store never race
 def append_corrected_tiles(
     store_path: str | PathLike[str],
     corrections: Any,
@@ -203,14 +205,19 @@ class CorrectionsResult:
     map: Path | None
 
 
-def prepare_run(run: Path, output: Path, *, overwrite: bool) -> None:
-    """Copy ``run``'s checkpoints and metrics into ``output`` so training resumes there."""
+def check_run_output(run: Path, output: Path, store: Path, *, overwrite: bool) -> None:
+    """Whether ``output`` may take the fine-tuned run: not ``run`` or the store, and only ever a
+    run folder geotiler wrote in its place (with ``overwrite``); checked before anything changes.
+    """
     if output.resolve() == run.resolve():
         raise InputError(f"{output}: fine-tune into a new run folder, not into {run} itself")
-    if output.exists():
-        if not overwrite:
-            raise OutputExistsError(f"{output}: exists; pass --overwrite or choose -o")
-        shutil.rmtree(output)
+    check_output(output, "run", overwrite=overwrite, inputs=[run, store])
+
+
+def prepare_run(run: Path, output: Path) -> None:
+    """Copy ``run``'s checkpoints and metrics into ``output`` (checked by
+    :func:`check_run_output`; a previous run there is removed) so training resumes there."""
+    clear(output, "run")
     output.mkdir(parents=True)
     for name in ("last.pt", "best.pt", "metrics.csv"):
         if (run / name).is_file():
@@ -291,8 +298,9 @@ def train_on_corrections(
     frame = read_corrections(corrections)
     out = Path(output) if output else run_dir.with_name(f"{run_dir.name}-corrected")
     target_map = Path(predict_to) if predict_to else out / "landcover.tif"
-    prepare_run(run_dir, out, overwrite=overwrite)
+    check_run_output(run_dir, out, store_path, overwrite=overwrite)
     new_ids = append_corrected_tiles(store_path, frame, weight_factor=weight_factor)
+    prepare_run(run_dir, out)
     before = score_model(run_dir / "last.pt", store_path, new_ids)
     done = int(previous["epoch"])
     tuned = settings.model_copy(update={"epochs": done + settings.epochs})

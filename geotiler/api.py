@@ -385,7 +385,7 @@ def evaluate(
     if any(Path(p).is_dir() or glob.has_magic(str(p)) for p in (prediction, truth)):
         from geotiler.evaluate_many import evaluate_many
 
-        return evaluate_many([prediction], [truth], output, classes=classes)
+        return evaluate_many([prediction], [truth], output, classes=classes, overwrite=overwrite)
     from geotiler.evaluate import evaluate as run_evaluate
 
     rows = Grid.from_raster(prediction).rows

@@ -23,6 +23,7 @@ from geotiler.catalog import ClassTable
 from geotiler.errors import InputError
 from geotiler.grid import Grid
 from geotiler.io import block_layout, open_raster, read_class_table, require_single_band_integer
+from geotiler.outputs import publish_folder, staging_folder, writes
 from geotiler.tiles.masks import mask_reader
 from geotiler.tiles.scenes import Unpaired, resolve_scenes
 
@@ -38,6 +39,7 @@ class ManyResult:
     files: tuple[Path, ...]
 
 
+@writes("report_dir", "report", inputs=lambda a: [*a["predictions"], *a["truths"]])
 def evaluate_many(
     predictions: Sequence[str | PathLike[str]],
     truths: Sequence[str | PathLike[str]],
@@ -46,8 +48,13 @@ def evaluate_many(
     classes: ClassTable | None = None,
     unpaired: Unpaired = "error",
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> ManyResult:
     """Score each map against the reference of the same stem; see the module docstring.
+
+    As :func:`geotiler.evaluate.evaluate`, the report is built in a temporary folder and moved
+    into place when complete; an existing report folder is replaced only with ``overwrite``
+    (and only one geotiler wrote), never a folder of the inputs.
 
     Raises:
         InputError: unpaired files (unless ``unpaired="skip"``), maps without a class table
@@ -61,8 +68,6 @@ def evaluate_many(
     if table is None:
         raise InputError(f"{pairs[0].image}: carries no class table; pass --classes TABLE")
     size = max([*table.ids, table.nodata or 0]) + 1
-    folder = Path(report_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     total = np.zeros((size, size), np.int64)
     rows = []
     for pair in pairs:
@@ -82,6 +87,7 @@ def evaluate_many(
     if total.sum() == 0:
         raise InputError("no pixel is labelled in both the references and the predictions")
     overall = scores_for_table(total, table)
+    folder = staging_folder(report_dir)
     metrics = {
         "pairs": len(pairs),
         "pixels_scored": int(total.sum()),
@@ -102,7 +108,8 @@ def evaluate_many(
         writer.writeheader()
         writer.writerows(rows)
     files = [metrics_path, pairs_path, *save_confusion(total, table, folder, "confusion_matrix")]
-    return ManyResult(folder, metrics, tuple(files))
+    target = publish_folder(folder, Path(report_dir), "report", pairs=len(pairs))
+    return ManyResult(target, metrics, tuple(target / f.name for f in files))
 
 
 def confusion_on_map(

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
@@ -27,6 +26,7 @@ from geotiler import limits, outputs
 from geotiler.catalog import ClassInfo, ClassTable
 from geotiler.creation_options import with_creation_options
 from geotiler.errors import InputError, RasterError
+from geotiler.locks import remove_path
 from geotiler.outputs import Inputs, Kind
 
 log = logging.getLogger(__name__)
@@ -139,16 +139,16 @@ def atomic_output(
         try:
             yield temporary
         except BaseException:
-            _remove(temporary)
+            remove_path(temporary)
             for sidecar in _sidecars(temporary):
-                _remove(sidecar)
+                remove_path(sidecar)
             raise
         _move_into_place(temporary, target)
 
 
 def _move_into_place(temporary: Path, target: Path) -> None:
     for sidecar in _sidecars(target):
-        _remove(sidecar)
+        remove_path(sidecar)
     for sidecar in _sidecars(temporary):
         os.replace(sidecar, target.with_name(target.name + sidecar.name[len(temporary.name) :]))
     os.replace(temporary, target)
@@ -156,14 +156,6 @@ def _move_into_place(temporary: Path, target: Path) -> None:
 
 def _sidecars(path: Path) -> list[Path]:
     return [p for p in (path.with_name(path.name + ".aux.xml"),) if p.exists()]
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
 
 
 def write_class_metadata(path: PathLike, classes: ClassTable, *, band: int = 1) -> None:

@@ -209,12 +209,14 @@ def claim(
     """
     inputs = [item for item in inputs if item is not None]
     target = check_output(path, kind, overwrite=overwrite or keep, inputs=inputs)
-    existed = target.exists()
-    if not existed:
+    if not target.exists():
         _make_parent(target)
     with writer_lock(target):
         sweep_partials(target.parent, held=target)
         check_output(target, kind, overwrite=overwrite or keep, inputs=inputs)
+        # Under the lock: another writer may have finished this output since the first look,
+        # and a failure here must never remove what that writer made.
+        existed = target.exists()
         if target.is_dir() and kind in MARKERS:
             sweep_inside(target)
         try:

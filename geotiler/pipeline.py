@@ -377,7 +377,7 @@ class _Evaluate(_Stage):
         if _many_scenes(catalog, name):
             from geotiler.evaluate_many import evaluate_many
 
-            many = evaluate_many([prediction], truths, output)
+            many = evaluate_many([prediction], truths, output, overwrite=True)
             return {"mIoU": round(many.metrics["miou"], 3), "pairs": many.metrics["pairs"]}
         from geotiler.evaluate import evaluate
 

@@ -94,7 +94,7 @@ def predict_array(
     nodata = _nodata(data) if nodata is None else nodata
     valid = np.isfinite(image).all(axis=0)
     if nodata is not None:
-        valid &= ~(image == nodata).all(axis=0)
+        valid &= (image != nodata).all(axis=0)  # as predict_scene: any band at nodata
     image = np.where(np.isfinite(image), image, 0.0).astype(np.float32)
     classes = predictor.classes  # type: ignore[attr-defined]
     chosen = np.array(sorted(c for c in classes.ids if c < predictor.num_classes), np.int64)

@@ -363,3 +363,35 @@ def test_a_mask_given_as_a_second_image_is_one_line_asking_for_mask(runner, tmp_
     assert result.exit_code == 1, result.output
     assert "no mask to label the tiles with; pass --mask" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_evaluate_of_folders_never_writes_into_inputs_or_a_users_folder(
+    runner, tmp_path: Path
+) -> None:
+    from geotiler.catalog import ClassInfo, ClassTable
+    from geotiler.io import write_class_metadata
+
+    table = ClassTable(
+        name="t", nodata=0,
+        classes=tuple(ClassInfo(id=i, name=f"c{i}", color="#808080") for i in (1, 2)),
+    )  # fmt: skip
+    masks = tmp_path / "masks"
+    rng = np.random.default_rng(8)
+    for name in ("a", "b"):
+        path = write_geotiff(masks / f"{name}.tif", _labels(rng, 32, 32, 2), nodata=0)
+        write_class_metadata(path, table)
+    args = ["evaluate", str(masks), "--truth", str(masks), "-q"]
+    inside = runner.invoke(app, [*args, "-o", str(masks / "report")])
+    assert inside.exit_code == 1 and not (masks / "report").exists(), inside.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    refused = runner.invoke(app, [*args, "-o", str(mine), "--overwrite"])
+    assert refused.exit_code == 1 and (mine / "notes.txt").read_text() == "keep"
+    report = tmp_path / "report"
+    first = runner.invoke(app, [*args, "-o", str(report)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*args, "-o", str(report)])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert runner.invoke(app, [*args, "-o", str(report), "--overwrite"]).exit_code == 0
+    assert {"metrics.json", "pairs.csv"} <= {p.name for p in report.iterdir()}

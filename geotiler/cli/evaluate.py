@@ -85,7 +85,7 @@ def evaluate(
 
     table = cat.class_table(classes) if classes else None
     if _is_many(prediction) or _is_many(truth):
-        _evaluate_many(prediction, truth, report, table, quiet=quiet)
+        _evaluate_many(prediction, truth, report, table, quiet=quiet, overwrite=overwrite)
         return
     rows = Grid.from_raster(prediction).rows
     with progress_bar("evaluate", rows, unit="rows", quiet=quiet) as advance:
@@ -136,11 +136,17 @@ def _is_many(path: Path) -> bool:
 
 
 def _evaluate_many(
-    predictions: Path, truths: Path, report: Path, table: ClassTable | None, *, quiet: bool
+    predictions: Path,
+    truths: Path,
+    report: Path,
+    table: ClassTable | None,
+    *,
+    quiet: bool,
+    overwrite: bool,
 ) -> None:
     from geotiler.evaluate_many import evaluate_many
 
-    result = evaluate_many([predictions], [truths], report, classes=table)
+    result = evaluate_many([predictions], [truths], report, classes=table, overwrite=overwrite)
     if quiet:
         return
     metrics = result.metrics

@@ -54,6 +54,7 @@ def check_index_path(path: str | PathLike[str]) -> Path:
 
     Raises:
         InputError: neither ``.gpkg`` nor ``.parquet``, or ``.parquet`` without pyarrow.
+        OutputExistsError: a file there that is not an index geotiler wrote.
     """
     target = Path(path)
     suffix = target.suffix.lower()
@@ -67,6 +68,10 @@ def check_index_path(path: str | PathLike[str]) -> Path:
                 f"{target}: a GeoParquet index needs pyarrow: pip install 'geotiler[parquet]' "
                 "(or write a .gpkg)"
             ) from None
+    from geotiler.outputs import check_output
+
+    # As write_index will judge it: a user's own file there is refused now, not after the work.
+    check_output(target, "index", overwrite=True)
     return target
 
 

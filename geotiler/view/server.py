@@ -8,11 +8,12 @@ stays responsive while tiles are read.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ class ViewState:
     upload_dir: Path
     max_upload_bytes: int = DEFAULT_UPLOAD_MB * 2**20
     uploads: dict[str, Path] = field(default_factory=dict)
+    upload_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    """Never reused (a discarded upload leaves a gap), so two uploads never share a file."""
     notes: str = ""
     """A line for the top of the page after the sources changed (a prediction, a fine-tune)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -170,14 +173,14 @@ def make_upload_handler(state: ViewState) -> Any:
             name = unquote(self.request.headers.get("X-Filename", ""))
             try:
                 with state.lock:
-                    number = len(state.uploads) + 1
+                    number = next(state.upload_numbers)
                     safe = safe_upload_name(name, number)
                     self.token = f"u{number}"
                     state.uploads[self.token] = state.upload_dir / safe
             except ValueError as exc:
                 raise web.HTTPError(400, reason=str(exc)) from None
             self.path = state.uploads[self.token]
-            self.handle = self.path.open("wb")
+            self.handle = self.path.open("xb")  # a new file, never another upload's
 
         def data_received(self, chunk: bytes) -> None:
             self.received += len(chunk)

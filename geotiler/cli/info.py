@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -85,13 +86,18 @@ def _verify(path: Path, tiles: int, *, quiet: bool) -> None:
         )
 
 
-def _print_raster(details: RasterInfo) -> None:
-    table = Table(title=str(details.path), show_header=False, title_justify="left")
+def _key_values(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    """A two-column key/value table (the file's facts, a model's settings)."""
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key, value in details.rows():
+    for key, value in rows:
         table.add_row(key, value)
-    console.print(table)
+    return table
+
+
+def _print_raster(details: RasterInfo) -> None:
+    console.print(_key_values(str(details.path), details.rows()))
     if details.histogram:
         hist = Table(
             title="class histogram" + (" (sampled)" if details.sampled else ""),
@@ -107,12 +113,7 @@ def _print_raster(details: RasterInfo) -> None:
 
 
 def _print_model(model: ModelInfo) -> None:
-    table = Table(title=str(model.path), show_header=False, title_justify="left")
-    table.add_column("key", style="bold")
-    table.add_column("value")
-    for key, value in model.rows():
-        table.add_row(key, value)
-    console.print(table)
+    console.print(_key_values(str(model.path), model.rows()))
     if model.classes:
         iou = model.class_iou()
         classes = Table(title="classes", title_justify="left")
@@ -126,10 +127,5 @@ def _print_model(model: ModelInfo) -> None:
         console.print(classes)
     settings = model.settings()
     if settings:
-        shown = Table(title="training settings", show_header=False, title_justify="left")
-        shown.add_column("key", style="bold")
-        shown.add_column("value")
-        for key, value in sorted(settings.items()):
-            if value is not None and value != [] and value != {}:
-                shown.add_row(key, str(value))
-        console.print(shown)
+        rows = [(k, str(v)) for k, v in sorted(settings.items()) if v not in (None, [], {})]
+        console.print(_key_values("training settings", rows))
